@@ -1,0 +1,193 @@
+"""Typed configs: dataclasses, YAML files and dotted overrides.
+
+Each component owns a dataclass. :func:`build` turns a nested mapping (from YAML, plus
+``key.sub=value`` overrides) into that dataclass, refusing unknown keys (listing the valid ones)
+and values of the wrong type. :func:`save` writes the resolved config next to the outputs.
+
+Example::
+
+    @dataclass
+    class Optim:
+        lr: float = 1e-3
+
+    @dataclass
+    class Train:
+        steps: int = 100
+        optim: Optim = field(default_factory=Optim)
+
+    cfg = load("configs/x.yaml", Train, ["optim.lr=5e-4"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Mapping, TypeVar
+
+import yaml
+
+from .errors import UserError, missing_file
+
+C = TypeVar("C")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr=1e-3"`` -> (["optim", "lr"], 0.001). Values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise UserError(f"override {text!r} is not key=value; write e.g. optim.lr=1e-3")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UserError(f"override {text!r} has an empty key; write e.g. optim.lr=1e-3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
+    """Set dotted keys in a nested dict (copying it); types are checked later by :func:`build`."""
+    import copy
+
+    data = copy.deepcopy(dict(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise UserError(f"override {text!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise missing_file(path, "config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"config file {path} is not valid YAML{where}; fix its syntax") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys to values")
+    return data
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any or tp is object:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except UserError as e:
+                errors.append(str(e))
+        raise UserError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise UserError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise UserError(f"{where}: expected a section (mapping), got {value!r}")
+        return build(tp, value, prefix=where + ".")
+    if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
+        if isinstance(value, str) and origin is not None:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        item_tp = args[0] if args else Any
+        items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin is tuple or tp is tuple) else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise UserError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise UserError(f"{where}: expected a number, got {value!r}") from None
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise UserError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def fields_of(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def build(cls: type[C], data: Mapping[str, Any] | None = None, prefix: str = "") -> C:
+    """Make ``cls`` from a nested mapping; unknown keys and wrong types raise UserError."""
+    data = dict(data or {})
+    fields = fields_of(cls)
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        where = prefix.rstrip(".") or cls.__name__
+        raise UserError(
+            f"unknown config key {prefix}{unknown[0]!r} in {where}; valid keys: {', '.join(sorted(fields))}"
+        )
+    kwargs = {k: _coerce(v, fields[k], prefix + k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise UserError(f"config {prefix.rstrip('.') or cls.__name__}: {e}") from None
+
+
+def load(path: str | Path | None, cls: type[C], overrides: Iterable[str] = ()) -> C:
+    """Read a YAML file (or nothing), apply dotted overrides, and build the typed config."""
+    data = read_yaml(path) if path else {}
+    return build(cls, apply_overrides(data, overrides))
+
+
+def to_dict(cfg: Any) -> Any:
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, Path):
+        return str(cfg)
+    return cfg
+
+
+def save(cfg: Any, path: str | Path) -> Path:
+    """Write the resolved config as YAML (the run directory keeps what actually ran)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path
