@@ -111,7 +111,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return build(tp, value, prefix=where + ".")
     if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
         if isinstance(value, str) and origin is not None:
-            value = [v.strip() for v in value.split(",") if v.strip()]
+            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise UserError(f"{where}: expected a list, got {value!r}")
         item_tp = args[0] if args else Any
@@ -158,7 +158,7 @@ def build(cls: type[C], data: Mapping[str, Any] | None = None, prefix: str = "")
     if unknown:
         where = prefix.rstrip(".") or cls.__name__
         raise UserError(
-            f"unknown config key {prefix}{unknown[0]!r} in {where}; valid keys: {', '.join(sorted(fields))}"
+            f"unknown config key {prefix + unknown[0]!r} in {where}; valid keys: {', '.join(sorted(fields))}"
         )
     kwargs = {k: _coerce(v, fields[k], prefix + k) for k, v in data.items()}
     try:

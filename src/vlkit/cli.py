@@ -1,0 +1,134 @@
+"""The ``vlkit`` command: parse, dispatch, print. No logic lives here.
+
+Every subcommand imports its module lazily so ``vlkit --help`` stays instant. Errors a user can
+cause (:class:`vlkit.errors.UserError`) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from .errors import UserError
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="embedded datasets and user data formats")
+    dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="{list,show,export}")
+
+    q = dsub.add_parser("list", help="list the datasets, their views and splits")
+    q.set_defaults(func=_data_list)
+
+    q = dsub.add_parser("show", help="write a contact sheet (images with their captions) as PNG")
+    q.add_argument("name", help="dataset name, optionally NAME:view (see `vlkit data list`)")
+    q.add_argument("--split", default="train", help="split to show (default: train)")
+    q.add_argument("--n", type=int, default=32, help="number of images (default: 32)")
+    q.add_argument("--seed", type=int, default=0, help="which images to pick (default: 0)")
+    q.add_argument("--out", default=None, help="PNG path (default: NAME-SPLIT.png)")
+    q.set_defaults(func=_data_show)
+
+    q = dsub.add_parser("export", help="export a dataset split to a user format")
+    q.add_argument("name", help="dataset name, optionally NAME:view")
+    q.add_argument("out", help="output directory")
+    q.add_argument("--format", required=True, choices=["webdataset", "captions", "imagefolder"])
+    q.add_argument("--split", default="train", help="split to export (default: train)")
+    q.set_defaults(func=_data_export)
+
+
+def _data_list(args: argparse.Namespace) -> None:
+    from . import data
+
+    for line in data.describe_all():
+        print(line)
+
+
+def _data_show(args: argparse.Namespace) -> None:
+    from . import data
+    from .data.show import contact_sheet
+
+    ds = data.load(args.name, split=args.split)
+    out = args.out or f"{args.name.replace(':', '-').replace('/', '_')}-{args.split}.png"
+    path = contact_sheet(ds, n=args.n, out_png=out, seed=args.seed)
+    print(f"wrote {path} ({min(args.n, len(ds))} of {len(ds)} images)")
+
+
+def _data_export(args: argparse.Namespace) -> None:
+    from . import data
+    from .data.export import export
+
+    ds = data.load(args.name, split=args.split)
+    out = export(ds, args.format, args.out)
+    print(f"wrote {len(ds)} samples as {args.format} to {out}")
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="model presets and specs")
+    msub = p.add_subparsers(dest="models_cmd", required=True, metavar="{list,info}")
+    q = msub.add_parser("list", help="list the presets and the spec forms")
+    q.set_defaults(func=_models_list)
+    q = msub.add_parser("info", help="describe a model spec: towers, widths, parameters")
+    q.add_argument("spec", help="preset:NAME, openclip:NAME[@TAG_OR_FILE], hf:NAME_OR_DIR or a saved dir")
+    q.set_defaults(func=_models_info)
+
+
+def _models_list(args: argparse.Namespace) -> None:
+    from . import models
+
+    for line in models.describe_presets():
+        print(line)
+
+
+def _models_info(args: argparse.Namespace) -> None:
+    from . import models
+
+    for line in models.describe(args.spec):
+        print(line)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the main job on the embedded default (what `make demo` runs)")
+    p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    p.add_argument("--quick", action="store_true", help="a sub-minute smoke run")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(out=args.out, quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="vlkit",
+        description="Vision-language learning with dual-encoder (CLIP-style) models: "
+        "align, adapt, evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"vlkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_demo, _add_data, _add_models):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except UserError as e:
+        print(f"vlkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vlkit: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
