@@ -1,0 +1,121 @@
+"""Optimizers: Lion's update by hand, weight-decay groups, defaults, errors, grad clipping."""
+
+import pytest
+import torch
+from torch import nn
+
+from vlkit import config as vconfig
+from vlkit.engine.optim import Lion, OptimConfig, build_optimizer, clip_grad_norm, resolve
+from vlkit.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLKIT_CACHE", str(tmp_path / "cache"))
+
+
+def test_lion_two_steps_by_hand():
+    w = nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = Lion([w], lr=0.1, betas=(0.9, 0.99), weight_decay=0.01)
+    # Step 1, g = [0.5, -0.1], m = 0: c = 0.1 g -> sign [+1, -1];
+    # w = w * (1 - 0.1 * 0.01) - 0.1 * sign = [0.999 - 0.1, -1.998 + 0.1]; m = 0.01 g.
+    w.grad = torch.tensor([0.5, -0.1])
+    opt.step()
+    assert torch.allclose(w.detach(), torch.tensor([0.899, -1.898]), atol=1e-6)
+    assert torch.allclose(opt.state[w]["exp_avg"], torch.tensor([0.005, -0.001]), atol=1e-7)
+    # Step 2, g = [-0.01, 0.2]: c = 0.9 m + 0.1 g = [0.0035, 0.0191] -> sign [+1, +1] (the
+    # first entry follows the momentum, not the gradient);
+    # w = [0.899, -1.898] * 0.999 - 0.1; m = 0.99 m + 0.01 g = [0.00485, 0.00101].
+    w.grad = torch.tensor([-0.01, 0.2])
+    opt.step()
+    assert torch.allclose(w.detach(), torch.tensor([0.798101, -1.996102]), atol=1e-6)
+    assert torch.allclose(opt.state[w]["exp_avg"], torch.tensor([0.00485, 0.00101]), atol=1e-7)
+    assert set(opt.state[w]) == {"exp_avg"}  # one state buffer
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(3, 4)
+        self.norm = nn.LayerNorm(4)
+        self.pos_embed = nn.Parameter(torch.ones(5, 4))
+        self.logit_scale = nn.Parameter(torch.tensor(2.0))
+        self.logit_bias = nn.Parameter(torch.tensor(-10.0))
+        self.frozen = nn.Linear(2, 2)
+        self.frozen.requires_grad_(False)
+
+    def no_weight_decay(self):
+        return {"pos_embed"}
+
+
+def groups_by_label(opt):
+    return {g["group"]: g for g in opt.param_groups}
+
+
+def test_adamw_groups_exclude_1d_logit_scale_and_listed_names():
+    model = Tiny()
+    opt = build_optimizer(model, OptimConfig(name="adamw", weight_decay=0.1))
+    assert isinstance(opt, torch.optim.AdamW)
+    groups = groups_by_label(opt)
+    assert groups["decay"]["param_names"] == ["proj.weight"]
+    assert groups["decay"]["weight_decay"] == 0.1
+    assert sorted(groups["no_decay"]["param_names"]) == [
+        "logit_bias", "logit_scale", "norm.bias", "norm.weight", "pos_embed", "proj.bias"]
+    assert groups["no_decay"]["weight_decay"] == 0.0
+    assert groups["decay"]["betas"] == (0.9, 0.98) and groups["decay"]["eps"] == 1e-6
+    assert groups["decay"]["lr"] == 5e-4
+
+
+def test_adamw_step_decays_only_the_decay_group():
+    model = Tiny()
+    opt = build_optimizer(model, OptimConfig(name="adamw", lr=0.1, weight_decay=0.5))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.allclose(model.proj.weight, before["proj.weight"] * (1 - 0.1 * 0.5))
+    for name in ("logit_scale", "logit_bias", "pos_embed", "proj.bias", "norm.weight"):
+        assert torch.equal(dict(model.named_parameters())[name], before[name]), name
+    assert torch.equal(model.frozen.weight, before["frozen.weight"])
+
+
+def test_named_parameters_input_and_extra_exclusions():
+    model = Tiny()
+    opt = build_optimizer(model.named_parameters(), OptimConfig(name="sgd"),
+                          no_weight_decay=["proj"])
+    assert isinstance(opt, torch.optim.SGD)
+    groups = groups_by_label(opt)
+    assert groups["decay"]["param_names"] == ["pos_embed"]  # no model, so no no_weight_decay()
+    assert groups["decay"]["weight_decay"] == 5e-4  # the sgd default
+    assert "proj.weight" in groups["no_decay"]["param_names"]
+
+
+def test_lion_defaults_and_config_from_yaml_like_mapping():
+    cfg = vconfig.build(OptimConfig, {"name": "lion", "betas": [0.95, 0.98]})
+    assert cfg.betas == (0.95, 0.98)
+    filled = resolve(cfg)
+    assert (filled.lr, filled.weight_decay) == (1e-4, 1.0)
+    opt = build_optimizer(Tiny(), cfg)
+    assert isinstance(opt, Lion) and opt.param_groups[0]["betas"] == (0.95, 0.98)
+
+
+def test_errors_name_the_fix():
+    with pytest.raises(UserError, match="valid: adamw, lion, sgd"):
+        build_optimizer(Tiny(), OptimConfig(name="adam"))
+    with pytest.raises(UserError, match="lr"):
+        build_optimizer(Tiny(), OptimConfig(lr=0.0))
+    frozen = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(UserError, match="no trainable parameters"):
+        build_optimizer(frozen)
+    with pytest.raises(UserError, match="betas"):
+        Lion([nn.Parameter(torch.ones(1))], betas=(1.2, 0.99))
+
+
+def test_clip_grad_norm_returns_norm_and_clips():
+    w = nn.Parameter(torch.zeros(2))
+    w.grad = torch.tensor([3.0, 4.0])
+    assert clip_grad_norm([w], None) == pytest.approx(5.0)
+    assert torch.equal(w.grad, torch.tensor([3.0, 4.0]))  # no clipping without a limit
+    assert clip_grad_norm([w], 1.0) == pytest.approx(5.0)  # the norm before clipping
+    assert torch.allclose(w.grad, torch.tensor([0.6, 0.8]), atol=1e-5)
+    assert clip_grad_norm(nn.Linear(2, 2), 1.0) == 0.0  # no gradients yet
