@@ -9,7 +9,7 @@ import pytest
 
 # Set before vlkit is imported anywhere, so every module sees the test cache.
 _CACHE = tempfile.mkdtemp(prefix="vlkit-test-cache-")
-os.environ.setdefault("VLKIT_CACHE", _CACHE)
+os.environ["VLKIT_CACHE"] = _CACHE  # never the user's real cache
 os.environ.setdefault("HF_HUB_OFFLINE", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -41,8 +41,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 def _data_list(args: argparse.Namespace) -> None:
     from . import data
 
-    for line in data.describe_all():
-        print(line)
+    for info in data.list_datasets():
+        views = ", ".join(info["views"]) or "-"
+        path = "  (needs a path: NAME=PATH)" if info["needs_path"] else ""
+        print(f"{info['name']:<12} views: {views:<36} splits: {', '.join(info['splits'])}{path}")
+        print(f"{'':<12} {info['description']}")
 
 
 def _data_show(args: argparse.Namespace) -> None:

@@ -1,0 +1,73 @@
+"""Batches from samples: ``collate_fn(transform, caption, seed)``.
+
+A batch is ``{"images": (B, 3, H, W) float, "texts": list[str], "captions": list[list[str]],
+"labels": (B,) long, "index": (B,) long}``. ``caption`` picks the text of each sample:
+
+- ``"first"``: its first caption;
+- ``"random"``: one caption chosen by a hash of (seed, epoch, index), so the choice is the same
+  with any number of workers and after a resume (call ``set_epoch`` each epoch);
+- ``"all"``: every caption, flattened into ``texts``, with ``"text_index"`` (T,) giving the batch
+  position each text belongs to (for multi-positive retrieval losses).
+
+Random train augmentations draw from torch's generator reseeded per sample from
+(seed, epoch, index) inside ``torch.random.fork_rng``, so they too survive a resume exactly and
+leave the caller's random state untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable, Sequence
+
+import torch
+
+from ..errors import unknown_name
+from .dataset import Sample
+
+MODES = ("random", "first", "all")
+
+
+def _seed(*parts) -> int:
+    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
+
+
+class Collate:
+    """The collate callable; picklable, so DataLoader workers can use it."""
+
+    def __init__(self, transform: Callable | None, caption: str = "random", seed: int = 0):
+        if caption not in MODES:
+            raise unknown_name("caption mode", caption, MODES)
+        self.transform, self.caption, self.seed, self.epoch = transform, caption, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _image(self, sample: Sample, index: int) -> torch.Tensor:
+        if getattr(self.transform, "train", False):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_seed("aug", self.seed, self.epoch, index))
+                return self.transform(sample.image)
+        return self.transform(sample.image)
+
+    def __call__(self, samples: Sequence[Sample]) -> dict:
+        index = [int(s.meta.get("index", i)) for i, s in enumerate(samples)]
+        out = {
+            "images": (torch.stack([self._image(s, i) for s, i in zip(samples, index)])  # (B, 3, H, W)
+                       if self.transform is not None else [s.image for s in samples]),  # PIL when no transform
+            "captions": [list(s.captions) for s in samples],
+            "labels": torch.tensor([s.label for s in samples], dtype=torch.long),
+            "index": torch.tensor(index, dtype=torch.long),
+        }
+        if self.caption == "first":
+            out["texts"] = [c[0] for c in out["captions"]]
+        elif self.caption == "random":
+            out["texts"] = [c[_seed("cap", self.seed, self.epoch, i) % len(c)] for c, i in zip(out["captions"], index)]
+        else:
+            out["texts"] = [t for c in out["captions"] for t in c]
+            out["text_index"] = torch.tensor([b for b, c in enumerate(out["captions"]) for _ in c], dtype=torch.long)
+        return out
+
+
+def collate_fn(transform: Callable | None, caption: str = "random", seed: int = 0) -> Collate:
+    """The contract's entry point; see the module docstring."""
+    return Collate(transform, caption, seed)

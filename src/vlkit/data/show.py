@@ -1,0 +1,68 @@
+"""Contact sheets: a grid of samples with their first caption, to look at a dataset.
+
+The title names dataset, split and view; OpenMoji images carry the credit line their license
+(CC BY-SA 4.0) asks for. Samples are chosen by a salted hash of their position, so the same
+seed shows the same samples.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from ..errors import UserError
+from .catalog import read_classes
+from .dataset import VLDataset
+from .splits import hash_order
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _fit(img: Image.Image, cell: int) -> Image.Image:
+    """Scale to fit a cell; small images (8x8 digits, 64 px emoji) grow with crisp pixels."""
+    f = cell / max(img.size)
+    resample = Image.Resampling.NEAREST if f >= 2 else Image.Resampling.BICUBIC
+    return img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))), resample)
+
+
+def contact_sheet(dataset: VLDataset, n: int = 32, out_png: str | Path = "contact_sheet.png", seed: int = 0,
+                  cols: int = 8, cell: int = 128) -> Path:
+    """Write a grid of ``n`` samples (image + wrapped first caption) to ``out_png``; returns the path."""
+    if len(dataset) == 0:
+        raise UserError(f"{dataset.name} split {dataset.split!r} is empty: nothing to show")
+    picks = sorted(hash_order(range(len(dataset)), f"sheet:{seed}")[: min(n, len(dataset))])
+    cols = max(1, min(cols, len(picks)))
+    rows = -(-len(picks) // cols)
+    small, big = _font(11), _font(16)
+    line_h, n_lines, pad = 13, 3, 6
+    cell_h = cell + n_lines * line_h + pad
+    title_h, foot_h = 30, 22
+    sheet = Image.new("RGB", (cols * (cell + pad) + pad, title_h + rows * cell_h + foot_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    title = (f"{dataset.name} / split {dataset.split} / view {dataset.view or '-'}: "
+             f"{len(picks)} of {len(dataset)} samples")
+    draw.text((pad, 7), title, fill="black", font=big)
+    for k, i in enumerate(picks):
+        sample = dataset[i]
+        x, y = pad + (k % cols) * (cell + pad), title_h + (k // cols) * cell_h
+        img = _fit(sample.image, cell)
+        sheet.paste(img, (x + (cell - img.width) // 2, y + (cell - img.height) // 2))
+        lines = textwrap.wrap(sample.captions[0], width=max(8, cell // 6))
+        if len(lines) > n_lines:
+            lines = lines[: n_lines - 1] + [lines[n_lines - 1][: max(1, cell // 6 - 3)] + "..."]
+        for j, line in enumerate(lines):
+            draw.text((x, y + cell + 2 + j * line_h), line, fill=(40, 40, 40), font=small)
+    if dataset.name == "openmoji":
+        credit = read_classes("openmoji")["credit"]
+        draw.text((pad, sheet.height - foot_h + 4), credit, fill=(60, 60, 60), font=small)
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out

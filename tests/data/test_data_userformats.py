@@ -1,0 +1,149 @@
+"""User formats: imagefolder, captions (CSV/TSV/JSONL), webdataset; the bad-input policy."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import warnings
+
+import numpy as np
+import pytest
+
+from vlkit import data
+from vlkit.errors import UserError
+
+
+def _load_quiet(*args, **kw):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = data.load(*args, **kw)
+    return ds, [str(w.message) for w in caught]
+
+
+def test_imagefolder_classes_captions_and_sidecars(image_folder):
+    ds, _ = _load_quiet(f"imagefolder={image_folder}", split="all")
+    assert len(ds) == 5 and ds.classnames == ["cats", "hot dogs"] and ds.view == "class"
+    assert list(ds.targets) == [0, 0, 0, 1, 1]
+    assert ds[0].captions[0] == "a photo of a cats."  # templates filled with the class name
+    assert ds[3].captions == ["a dog in the sun", "a sleepy dog"]  # sidecar d0.txt
+    assert ds[0].image.mode == "RGB"
+
+
+def test_imagefolder_split_folders(tmp_path, write_png):
+    for split in ("train", "test"):
+        write_png(tmp_path / split / "a" / "x.png", 1)
+        write_png(tmp_path / split / "b" / "y.png", 2)
+    ds = data.load("imagefolder", path=str(tmp_path), split="test")
+    assert len(ds) == 2 and "test" in ds.meta_at(0)["path"]
+    with pytest.raises(UserError, match="no 'val' folder.*train, test"):
+        data.load("imagefolder", path=str(tmp_path), split="val")
+
+
+def test_folder_without_splits_warns_that_every_split_gets_everything(image_folder):
+    _, messages = _load_quiet(f"imagefolder={image_folder}", split="test")
+    assert any("no train/val/test separation" in m for m in messages)
+
+
+def test_corrupt_image_is_skipped_and_counted_once(image_folder):
+    (image_folder / "cats" / "broken.png").write_bytes(b"\x89PNG not really an image")
+    (image_folder / "cats" / "broken2.jpg").write_bytes(b"")
+    ds, messages = _load_quiet(f"imagefolder={image_folder}", split="all")
+    assert len(ds) == 5 and len(ds.info["skipped"]) == 2
+    skip_lines = [m for m in messages if "unreadable" in m]
+    assert len(skip_lines) == 1 and "skipped 2" in skip_lines[0] and "broken" in skip_lines[0]
+
+
+def test_corrupt_image_raises_under_strict(image_folder):
+    bad = image_folder / "cats" / "broken.png"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="broken.png"):
+        data.load(f"imagefolder={image_folder}", split="all", strict=True)
+
+
+def test_missing_paths_are_named(tmp_path):
+    missing = tmp_path / "nowhere"
+    for spec in (f"imagefolder={missing}", f"captions={missing}.csv", f"webdataset={missing}.tar"):
+        with pytest.raises(UserError, match="nowhere"):
+            data.load(spec, split="all")
+
+
+def _images(tmp_path, write_png, n=3):
+    return {f"img/{i}.png": write_png(tmp_path / "img" / f"{i}.png", i) for i in range(n)}
+
+
+def test_captions_tsv_groups_rows_by_image(tmp_path, write_png):
+    pix = _images(tmp_path, write_png)
+    (tmp_path / "train.csv").write_text(
+        "filepath\ttitle\nimg/0.png\ta red thing\nimg/1.png\ta blue thing\nimg/0.png\tsomething red\n")
+    ds = data.load("captions", path=str(tmp_path / "{split}.csv"), split="train")
+    assert len(ds) == 2 and ds[0].captions == ["a red thing", "something red"]
+    assert np.array_equal(np.asarray(ds[1].image), pix["img/1.png"]) and ds.view is None and ds[0].label == -1
+
+
+def test_captions_comma_csv_and_jsonl_with_labels(tmp_path, write_png):
+    _images(tmp_path, write_png)
+    (tmp_path / "a.csv").write_text("filepath,title,label\nimg/0.png,\"a cat, sitting\",cat\nimg/2.png,a dog,dog\n")
+    ds, _ = _load_quiet("captions", path=str(tmp_path / "a.csv"), split="all")
+    assert ds[0].captions == ["a cat, sitting"] and ds.classnames == ["cat", "dog"] and list(ds.targets) == [0, 1]
+    lines = [{"image": "img/1.png", "captions": ["one", "two"]}, {"image": "img/2.png", "caption": "three"}]
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    ds, _ = _load_quiet("captions", path=str(tmp_path / "b.jsonl"), split="all")
+    assert [s.captions for s in (ds[0], ds[1])] == [["one", "two"], ["three"]]
+
+
+@pytest.mark.parametrize("name, text, line", [
+    ("a.csv", "filepath\ttitle\nimg/0.png\tfine\nimg/1.png\t   \n", 3),
+    ("b.jsonl", '{"image": "img/0.png", "caption": "ok"}\n{"image": "img/1.png", "caption": ""}\n', 2),
+])
+def test_empty_caption_is_refused_with_file_and_line(tmp_path, write_png, name, text, line):
+    _images(tmp_path, write_png)
+    (tmp_path / name).write_text(text)
+    with pytest.raises(UserError, match=rf"empty caption at .*{name} line {line}"):
+        _load_quiet("captions", path=str(tmp_path / name), split="all")
+
+
+def test_empty_sidecar_caption_is_refused(image_folder):
+    (image_folder / "cats" / "c1.txt").write_text("\n  \n")
+    with pytest.raises(UserError, match=r"empty caption at .*c1.txt line 1"):
+        _load_quiet(f"imagefolder={image_folder}", split="all")
+
+
+def _shard(path, samples):
+    with tarfile.open(path, "w") as tar:
+        for name, payload in samples:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+
+def test_webdataset_brace_pattern_glob_and_bad_members(tmp_path, write_png):
+    pngs = [write_png(tmp_path / f"{i}.png", i) for i in range(4)]
+    raw = [(tmp_path / f"{i}.png").read_bytes() for i in range(4)]
+    _shard(tmp_path / "s-000.tar", [("a.png", raw[0]), ("a.txt", b"first"), ("b.png", raw[1]),
+                                     ("b.json", json.dumps({"captions": ["x", "y"]}).encode())])
+    _shard(tmp_path / "s-001.tar", [("c.jpg", b"not a jpeg"), ("c.txt", b"broken"),
+                                     ("d.png", raw[3]), ("d.txt", b"last")])
+    for pattern in ("s-{000..001}.tar", "s-*.tar"):
+        ds, messages = _load_quiet("webdataset", path=str(tmp_path / pattern), split="all")
+        assert [ds[i].captions for i in range(len(ds))] == [["first"], ["x", "y"], ["last"]]
+        assert np.array_equal(np.asarray(ds[2].image), pngs[3])
+        assert ds.info["skipped"] and any("skipped 1" in m for m in messages)
+    with pytest.raises(UserError, match=r"c\.jpg"):
+        data.load("webdataset", path=str(tmp_path / "s-001.tar"), split="all", strict=True)
+    _shard(tmp_path / "e.tar", [("e.png", raw[0]), ("e.txt", b"  ")])
+    with pytest.raises(UserError, match=r"empty caption at .*e.tar:e.txt line 1"):
+        _load_quiet("webdataset", path=str(tmp_path / "e.tar"), split="all")
+
+
+def test_user_datasets_pickle_for_dataloader_workers(image_folder, tmp_path, write_png):
+    import pickle
+
+    ds, _ = _load_quiet(f"imagefolder={image_folder}", split="all")
+    raw = write_png(tmp_path / "w.png", 3)
+    _shard(tmp_path / "w.tar", [("w.png", (tmp_path / "w.png").read_bytes()), ("w.txt", b"one")])
+    wds, _ = _load_quiet("webdataset", path=str(tmp_path / "w.tar"), split="all")
+    for d in (ds, wds):
+        back = pickle.loads(pickle.dumps(d))
+        assert np.array_equal(np.asarray(back[0].image), np.asarray(d[0].image))
+    assert np.array_equal(np.asarray(wds[0].image), raw)
