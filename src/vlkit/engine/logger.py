@@ -1,0 +1,140 @@
+"""What a run tells its user: a progress bar, ``metrics.jsonl``, TensorBoard, one-line notes.
+
+Only rank 0 writes (the other ranks get a logger that keeps the history in memory and writes
+nothing), so a DDP run has one bar and one metrics file.
+
+``metrics.jsonl`` holds one JSON object per logged step: ``step``, ``epoch``, ``lr``, every
+scalar the task returned (``loss`` and each ``*_loss``), ``samples_per_s`` (global samples per
+second since the previous line), ``time`` (training seconds since the run began, counted across
+resumes), and anything a hook recorded with ``state.record(...)``. When a run resumes, lines
+past the checkpoint's step are dropped, so the file of a killed-and-resumed run reads like that
+of an uninterrupted one. TensorBoard event files are written too when ``tensorboard`` is
+installed (it is optional; nothing breaks without it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a kill: nothing after it counts
+                break
+    return rows
+
+
+def truncate_metrics(path: str | Path, step: int) -> list[dict[str, Any]]:
+    """Keep the lines up to ``step`` (the resumed checkpoint); rewrite the file; return them."""
+    path = Path(path)
+    rows = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    if path.exists():  # replaced whole, so a reader never sees half a file
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, path)
+    return rows
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as strings so the file stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class RunLogger:
+    """Progress bar + JSONL + TensorBoard for rank 0; a silent history keeper elsewhere."""
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        *,
+        enabled: bool,
+        total_steps: int,
+        start_step: int = 0,
+        progress: bool = True,
+        tensorboard: bool = True,
+        history: list[dict[str, Any]] | None = None,
+    ):
+        self.enabled = enabled
+        self.history: list[dict[str, Any]] = list(history or [])
+        self.path = Path(out_dir) / METRICS_FILE
+        self._file = None
+        self._bar = None
+        self._tb = None
+        self._bar_args: dict[str, int] | None = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a")
+        self._bar_args = dict(total=total_steps, initial=start_step) if progress else None
+        if tensorboard:
+            self._tb = _tensorboard_writer(Path(out_dir) / "tensorboard")
+
+    def note(self, message: str) -> None:
+        """One line for the user (on rank 0), printed so it does not break the bar."""
+        if not self.enabled or not message:
+            return
+        if self._bar is not None:
+            self._bar.write(f"vlkit: {message}", file=sys.stderr)
+        else:
+            print(f"vlkit: {message}", file=sys.stderr, flush=True)
+
+    def advance(self, n: int, record: dict[str, Any] | None = None) -> None:
+        """Move the bar by ``n`` steps; show loss, lr and samples/s from ``record``."""
+        if self._bar is None and self.enabled and self._bar_args is not None:
+            from tqdm.auto import tqdm  # made at the first step, after the set-up notes
+
+            self._bar = tqdm(**self._bar_args, unit="step", dynamic_ncols=True)
+        if self._bar is None:
+            return
+        if record is not None:
+            shown = {"loss": f"{record['loss']:.4g}", "lr": f"{record['lr']:.3g}"}
+            if record.get("samples_per_s") is not None:
+                shown["samples/s"] = f"{record['samples_per_s']:.1f}"
+            self._bar.set_postfix(shown, refresh=False)
+        self._bar.update(n)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one metrics line (kept in ``history`` on every rank)."""
+        self.history.append(record)
+        if self._file is None:
+            return
+        self._file.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self._tb.add_scalar(f"train/{k}", v, record["step"])
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._file is not None:
+            self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+        self._bar = self._file = self._tb = self._bar_args = None
+
+
+def _tensorboard_writer(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(log_dir=str(folder))
