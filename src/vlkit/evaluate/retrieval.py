@@ -1,0 +1,144 @@
+"""Image-text retrieval with any number of captions per image, as CLIP_benchmark scores it.
+
+Metric semantics from LAION-AI/CLIP_benchmark (``zeroshot_retrieval``): every caption of an
+image is a positive for it; a query is a hit at k when *any* of its positives is in the top k
+(counting each image's captions separately roughly halves the numbers, its issue #7).
+
+- ``image_retrieval_recall@k``: text queries retrieving images (one positive each);
+- ``text_retrieval_recall@k``: image queries retrieving texts (any of its captions counts);
+- ``*_mrr`` and ``*_median_rank`` both ways, from the rank of the best-ranked positive.
+
+Deviations, both documented here: ranks count ties *against* the query (rank = 1 + number of
+negatives scoring at least as high as the best positive), so a model that scores everything
+equally gets no credit, where ``topk`` would break ties arbitrarily; and MRR/median rank are
+additions (CLIP_benchmark reports recall only). Scores are computed in query chunks, so memory
+is O(chunk x gallery), never n_texts x n_images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .base import EVALUATORS, EvalResult, Evaluator
+
+
+def flatten_captions(captions: list[list[str]]) -> tuple[list[str], torch.Tensor]:
+    """All captions as one list and, for each, the index of its image: (n_texts,) long."""
+    texts = [c for caps in captions for c in caps]
+    owner = [i for i, caps in enumerate(captions) for _ in caps]
+    return texts, torch.tensor(owner, dtype=torch.long)
+
+
+def best_positive_rank(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """(Q,) 1-based rank of each query's best positive; ties with negatives count against it.
+
+    scores, positive: (Q, M). A query without positives gets rank 0 (filtered by the caller).
+    """
+    best = scores.masked_fill(~positive, -math.inf).max(dim=1).values  # (Q,)
+    beaten = ((scores >= best[:, None]) & ~positive).sum(dim=1)  # (Q,)
+    return torch.where(positive.any(dim=1), beaten + 1, torch.zeros_like(beaten))
+
+
+def retrieval_ranks(
+    image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: torch.Tensor, chunk_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ranks of text queries (among images) and of image queries (among texts), chunked."""
+    n_images, n_texts = len(image_features), len(text_features)
+    image_ids = torch.arange(n_images)
+    text_ranks = []
+    for s in range(0, n_texts, chunk_size):
+        scores = text_features[s : s + chunk_size] @ image_features.T  # (q, n_images)
+        positive = text_to_image[s : s + chunk_size, None] == image_ids[None, :]  # (q, n_images)
+        text_ranks.append(best_positive_rank(scores, positive))
+    image_ranks = []
+    for s in range(0, n_images, chunk_size):
+        scores = image_features[s : s + chunk_size] @ text_features.T  # (q, n_texts)
+        positive = text_to_image[None, :] == image_ids[s : s + chunk_size, None]  # (q, n_texts)
+        image_ranks.append(best_positive_rank(scores, positive))
+    return torch.cat(text_ranks), torch.cat(image_ranks)
+
+
+def rank_metrics(ranks: torch.Tensor, prefix: str, ks=(1, 5, 10)) -> dict[str, float]:
+    """recall@k (fraction of queries with a hit in the top k), MRR and median rank."""
+    ranks = ranks[ranks > 0].double()  # queries without positives do not count
+    out = {f"{prefix}_recall@{k}": (ranks <= k).double().mean().item() for k in ks}
+    out[f"{prefix}_mrr"] = (1.0 / ranks).mean().item()
+    out[f"{prefix}_median_rank"] = float(np.median(ranks.numpy()))
+    return out
+
+
+def retrieval_metrics(image_features, text_features, text_to_image, ks=(1, 5, 10), chunk_size=1024) -> dict:
+    """The full metric dict for one gallery (both directions)."""
+    text_ranks, image_ranks = retrieval_ranks(image_features, text_features, text_to_image, chunk_size)
+    return {**rank_metrics(text_ranks, "image_retrieval", ks), **rank_metrics(image_ranks, "text_retrieval", ks)}
+
+
+def retrieval_chance(text_to_image: torch.Tensor, n_images: int, ks=(1, 5, 10)) -> dict[str, float]:
+    """Expected metrics of random scores (exact for recall and the image-side MRR)."""
+    n_texts = len(text_to_image)
+    positives = torch.bincount(text_to_image, minlength=n_images).double()
+    positives = positives[positives > 0]
+    out = {}
+    for k in ks:
+        out[f"image_retrieval_recall@{k}"] = min(k, n_images) / n_images
+        miss = torch.ones_like(positives)  # P(no positive among k random texts), per image
+        for j in range(min(k, n_texts)):
+            miss = miss * ((n_texts - positives - j).clamp(min=0) / (n_texts - j))
+        out[f"text_retrieval_recall@{k}"] = (1 - miss).mean().item()
+    out["image_retrieval_mrr"] = sum(1.0 / r for r in range(1, n_images + 1)) / n_images
+    out["image_retrieval_median_rank"] = (n_images + 1) / 2
+    return out
+
+
+def top_retrieved(image_features, text_features, queries: list[int], k: int = 5) -> list[dict]:
+    """Top-k image indices (and scores) for a few text queries: an artifact for the report."""
+    if not queries:
+        return []
+    scores = text_features[queries] @ image_features.T  # (q, n_images)
+    top = scores.topk(min(k, scores.shape[1]), dim=1)
+    return [
+        {"query_index": q, "top_images": top.indices[i].tolist(), "top_scores": top.values[i].tolist()}
+        for i, q in enumerate(queries)
+    ]
+
+
+@dataclass
+class RetrievalConfig:
+    split: str = "test"
+    ks: list[int] | None = None  # recall@k cut-offs; default 1, 5, 10
+    chunk_size: int = 1024  # queries scored at once (memory: chunk x gallery)
+    n_examples: int = 5  # text queries whose top-5 images are kept for the report
+
+
+@EVALUATORS.register("retrieval")
+class Retrieval(Evaluator):
+    """Text-to-image and image-to-text recall@k, MRR and median rank."""
+
+    name = "retrieval"
+    Config = RetrievalConfig
+
+    def evaluate(self, ctx) -> EvalResult:
+        cfg, split = self.config, self.config.split
+        ks = tuple(cfg.ks or (1, 5, 10))
+        if cfg.chunk_size < 1 or any(k < 1 for k in ks):
+            raise UserError("retrieval: chunk_size and every k must be positive integers; e.g. ks=[1,5,10]")
+        texts, owner = flatten_captions(ctx.captions(split))
+        if not texts:
+            raise UserError(f"retrieval: split {split!r} has no captions; retrieval needs image-caption pairs")
+        images = ctx.image_features(split)  # (n_images, D)
+        text_feats = ctx.encode_text(texts)  # (n_texts, D)
+        metrics = retrieval_metrics(images, text_feats, owner, ks, cfg.chunk_size)
+        picks = np.linspace(0, len(texts) - 1, num=min(cfg.n_examples, len(texts))).round().astype(int)
+        examples = top_retrieved(images, text_feats, sorted(set(picks.tolist())))
+        for ex in examples:
+            ex.update(query=texts[ex["query_index"]], positive_image=int(owner[ex["query_index"]]))
+        return EvalResult(
+            metrics,
+            artifacts={"examples": examples, "n_images": len(images), "n_texts": len(texts), "split": split},
+            chance=retrieval_chance(owner, len(images), ks),
+        )

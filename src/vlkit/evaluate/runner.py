@@ -1,0 +1,188 @@
+"""``vlkit.evaluate.run``: evaluate one model on one dataset with several suites.
+
+The runner resolves the model and the data, builds one :class:`EvalContext` (so image
+features are encoded once and shared by every suite), runs each suite under its typed config,
+and collects one results dict::
+
+    {
+      "metrics":   {"zeroshot/acc1": 0.91, "retrieval/image_retrieval_recall@1": ..., ...},
+      "chance":    {"zeroshot/acc1": 0.1, ...},          # where a chance level is known
+      "model":     {"class", "fingerprint", "logit_scale", "config"},
+      "data":      {"name", "view", "spec", "splits": {split: {"n", "fingerprint"}}},
+      "config":    {suite: resolved options},
+      "seed":      0,
+      "versions":  {"vlkit", "torch", "python", ...},
+      "history", "run_config": ...                        # only when a trainer passes them
+      "artifacts": {suite: {...}},                        # returned; written to artifacts.json
+    }
+
+With ``out_dir`` it writes ``metrics.json`` (everything but the artifacts; NaN and infinities
+as null, so the file is strict JSON), ``artifacts.json`` and ``metrics.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from .. import config as _config
+from ..errors import UserError
+from .base import EVALUATORS, Evaluator
+from .context import EvalContext
+
+VERSIONED = ("vlkit", "torch", "torchvision", "open_clip_torch", "transformers", "numpy", "scikit-learn", "scipy")
+
+
+def run(
+    model,
+    data,
+    suites: str | Iterable[str],
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    split: str | None = None,
+    batch_size: int = 64,
+    device: str | None = None,
+    cache: bool = True,
+    history: Any = None,
+    config: Mapping[str, Any] | None = None,
+) -> dict:
+    """Run ``suites`` (names in :data:`EVALUATORS`, a list or "a,b") and return the results.
+
+    ``model``: a DualEncoder, or a spec for :func:`vlkit.models.load`. ``data``: a dataset
+    spec for :func:`vlkit.data.load` ("shapes:color"), a ``{split: dataset}`` mapping or one
+    dataset. ``options``: ``{suite: {option: value}}``, checked against each suite's Config.
+    ``split``: the split every suite scores (its ``split`` / ``test_split`` option) unless
+    ``options`` says otherwise. ``history`` and ``config`` (the training run's log and resolved
+    config, when a trainer calls this) are kept in metrics.json as ``history`` / ``run_config``.
+    """
+    evaluators = build_evaluators(suites, options, default_split=split)
+    if isinstance(model, (str, Path)):
+        from .. import models
+
+        model = models.load(str(model))
+    ctx = EvalContext.from_model(model, data, seed=seed, batch_size=batch_size, device=device, cache=cache)
+    metrics, chance, artifacts = {}, {}, {}
+    for name, evaluator in evaluators.items():
+        with ctx.for_suite(name):
+            result = evaluator(ctx)
+        metrics.update({f"{name}/{k}": v for k, v in result.items()})
+        chance.update({f"{name}/{k}": v for k, v in result.chance.items()})
+        artifacts[name] = result.artifacts
+    results = {
+        "metrics": metrics,
+        "chance": chance,
+        "model": ctx.describe_model(),
+        "data": ctx.describe(),
+        "config": {name: _config.to_dict(ev.config) for name, ev in evaluators.items()},
+        "seed": seed,
+        "versions": versions(),
+    }
+    if history is not None:
+        results["history"] = history
+    if config is not None:
+        results["run_config"] = dict(config)
+    if out_dir is not None:
+        write_results(results, artifacts, out_dir)
+    return {**results, "artifacts": artifacts}
+
+
+def build_evaluators(suites, options=None, default_split: str | None = None) -> dict[str, Evaluator]:
+    """Suite names -> configured evaluators; unknown suites or options raise UserError."""
+    names = [s.strip() for s in suites.split(",")] if isinstance(suites, str) else [str(s) for s in suites]
+    names = [n for n in dict.fromkeys(names) if n]
+    if not names:
+        raise UserError(f"no evaluation suites given; choose from: {', '.join(EVALUATORS.names())}")
+    options = dict(options or {})
+    stray = [k for k in options if k not in names]
+    if stray:
+        raise UserError(f"options given for suite {stray[0]!r}, which is not run; suites: {', '.join(names)}")
+    evaluators = {}
+    for name in names:
+        cls = EVALUATORS.get(name)
+        opts = dict(options.get(name) or {})
+        fields = {f.name for f in dataclasses.fields(cls.Config)}
+        scored = next((f for f in ("split", "test_split") if f in fields), None)
+        if default_split is not None and scored is not None:
+            opts.setdefault(scored, default_split)
+        evaluators[name] = cls.from_options(opts)
+    return evaluators
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in VERSIONED:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    out["torch_threads"] = str(torch.get_num_threads())
+    return out
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+def write_results(results: dict, artifacts: dict, out_dir: str | Path) -> Path:
+    """metrics.json, artifacts.json and metrics.md in ``out_dir`` (created)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(jsonable(results), indent=2, allow_nan=False) + "\n")
+    (out / "artifacts.json").write_text(json.dumps(jsonable(artifacts), indent=1, allow_nan=False) + "\n")
+    (out / "metrics.md").write_text(markdown(results))
+    return out
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON: tensors and arrays to lists, NaN and infinities to None, keys to str."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return jsonable(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+
+
+def markdown(results: dict) -> str:
+    """A readable table: one section per suite, metric | value | chance."""
+    data, model = results.get("data", {}), results.get("model", {})
+    lines = [
+        "# Evaluation",
+        "",
+        f"- data: {data.get('spec') or data.get('name')} (view {data.get('view')})",
+        f"- model: {model.get('class')} {model.get('fingerprint') or ''}".rstrip(),
+        f"- seed: {results.get('seed')}",
+        "",
+    ]
+    by_suite: dict[str, list[str]] = {}
+    for key in results["metrics"]:
+        by_suite.setdefault(key.split("/", 1)[0], []).append(key)
+    for suite, keys in by_suite.items():
+        lines += [f"## {suite}", "", "| metric | value | chance |", "|---|---:|---:|"]
+        for key in keys:
+            chance = results["chance"].get(key)
+            value, chance_text = _fmt(results["metrics"][key]), _fmt(chance) if chance is not None else ""
+            lines.append(f"| {key.split('/', 1)[1]} | {value} | {chance_text} |")
+        lines.append("")
+    return "\n".join(lines)

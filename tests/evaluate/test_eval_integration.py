@@ -1,0 +1,53 @@
+"""The runner on the real model and data layers: preset:tiny-clip on small shapes and digits."""
+
+import json
+import math
+
+import pytest
+
+import vlkit.data
+import vlkit.models
+from vlkit.errors import UserError
+from vlkit.evaluate import EVALUATORS, run
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    return vlkit.models.load("preset:tiny-clip")
+
+
+@pytest.fixture(scope="module")
+def small_shapes(tmp_path_factory):
+    return {s: vlkit.data.load("shapes:color", s, n_train=48, n_val=24, n_test=32, image_size=32)
+            for s in ("train", "val", "test")}
+
+
+def test_every_suite_on_tiny_clip_and_shapes(tmp_path, tiny_clip, small_shapes):
+    out = run(tiny_clip, small_shapes, EVALUATORS.names(), out_dir=tmp_path, options={"linear_probe": {"shots": 2}})
+    assert {k.split("/")[0] for k in out["metrics"]} == set(EVALUATORS.names())
+    for key in ("zeroshot/acc1", "retrieval/text_retrieval_recall@5", "linear_probe/acc1", "conformal/lac_coverage",
+                "compositional/acc", "robustness/base_mrr"):
+        assert 0.0 <= out["metrics"][key] <= 1.0, key
+    n_classes = len(small_shapes["train"].classnames)
+    present = len(set(small_shapes["train"].targets.tolist()))
+    assert present <= out["artifacts"]["linear_probe"]["n_train"] <= 2 * n_classes  # K-shot from the data layer
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["model"]["fingerprint"] == tiny_clip.fingerprint()
+    assert saved["data"]["splits"]["test"]["fingerprint"] == small_shapes["test"].fingerprint()
+    assert math.isclose(saved["model"]["logit_scale"], tiny_clip.logit_scale.exp().item(), rel_tol=1e-6)
+
+
+def test_features_come_from_the_feature_cache_on_a_second_run(tiny_clip, small_shapes, monkeypatch):
+    run(tiny_clip, small_shapes, ["zeroshot"])
+    calls = []
+    original = tiny_clip.encode_image
+    monkeypatch.setattr(tiny_clip, "encode_image", lambda *a, **k: calls.append(1) or original(*a, **k))
+    again = run(tiny_clip, small_shapes, ["zeroshot"])
+    assert calls == [] and "zeroshot/acc1" in again["metrics"]
+
+
+def test_dataset_spec_string_and_its_split_errors(tiny_clip):
+    out = run(tiny_clip, "digits", ["zeroshot"])
+    assert out["data"]["spec"] == "digits" and out["chance"]["zeroshot/acc1"] == pytest.approx(0.1)
+    with pytest.raises(UserError, match="has no split 'holdout'; available: "):
+        run(tiny_clip, "digits", ["zeroshot"], options={"zeroshot": {"split": "holdout"}})
