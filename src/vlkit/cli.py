@@ -91,6 +91,31 @@ def _models_info(args: argparse.Namespace) -> None:
         print(line)
 
 
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="train or align a dual encoder from a YAML recipe",
+        description="Train or align a dual encoder. CONFIG is a YAML recipe (configs/pretrain/); "
+        "key=value pairs override its keys, dotted for sections (engine.optim.lr=1e-3).",
+    )
+    p.add_argument("config", help="YAML recipe, e.g. configs/pretrain/moji-lit.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.set_defaults(func=_pretrain)
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from . import pretrain
+
+    cfg = pretrain.load_config(args.config, args.overrides)
+    result = pretrain.run(cfg, resume=args.resume)
+    print(f"trained {result.fit.step} steps ({result.fit.samples_per_s:.1f} samples/s); "
+          f"model saved to {result.model_dir}")
+    for key, value in result.metrics.get("metrics", {}).items():
+        if isinstance(value, (int, float)):
+            print(f"  {key:<40} {value:.4f}")
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job on the embedded default (what `make demo` runs)")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
@@ -114,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vlkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_data, _add_models):
+    for add in (_add_demo, _add_pretrain, _add_data, _add_models):
         add(sub)
     return parser
 

@@ -140,6 +140,8 @@ class _Trainer:
             history = _resumed_history(self.out_dir / METRICS_FILE, self.state.step, info)
             if history:
                 self.state.losses = {k: v for k, v in history[-1].items() if k.endswith("loss")}
+        else:
+            _refuse_to_overwrite(self.out_dir, info)
         self.state.model = wrap_ddp(module, info, cfg.find_unused_parameters)
         self.log = RunLogger(self.out_dir, enabled=info.is_main, total_steps=self.total,
                              start_step=self.state.step, progress=cfg.progress,
@@ -344,6 +346,16 @@ class _Trainer:
             samples_per_s=self.samples_done / train_s if train_s > 0 else 0.0,
             model_path=model_path, stopped_early=s.should_stop,
         )
+
+
+def _refuse_to_overwrite(out_dir: Path, info: DistInfo) -> None:
+    """A fresh run never mixes with (or destroys) an earlier run's checkpoints and metrics."""
+    existing = ckpt.latest_checkpoint(out_dir)
+    if existing is not None:
+        raise UserError(f"{out_dir} already holds a run (checkpoint {existing.name}); resume it "
+                        "(--resume / resume=True) or choose another out_dir")
+    if info.is_main:
+        truncate_metrics(out_dir / METRICS_FILE, 0)  # lines of a run that never checkpointed
 
 
 def _resumed_history(path: Path, step: int, info: DistInfo) -> list[dict[str, Any]]:

@@ -1,0 +1,74 @@
+"""Frozen towers encoded once: pooled features of every caption / image, from the feature cache.
+
+In LiT-style alignment (a locked, pretrained text tower) and in SAIL (both towers locked) the
+locked side sees no augmentation, so its output for a given input never changes. open_clip's
+``--lock-text`` still runs that tower forward every step; vlkit encodes each distinct input once
+(keyed by the tower's fingerprint and the data's) and training looks rows up by index.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from ..data.cache import FeatureCache
+
+
+class FrozenTextFeatures:
+    """Pooled text-tower output (before the head) for every distinct caption of a dataset."""
+
+    def __init__(self, model, captions: Sequence[str], data_fingerprint: str,
+                 cache: FeatureCache | None = None, batch_size: int = 256, progress: bool = False):
+        self.texts = list(dict.fromkeys(captions))  # distinct, first-seen order
+        self.row = {t: i for i, t in enumerate(self.texts)}
+        key = {"model": model.fingerprint("text"), "data": data_fingerprint, "transform": "captions",
+               "view": 0, "n": len(self.texts)}
+        compute = lambda: _encode_batches(self.texts, model.encode_text_pooled, batch_size, progress, "text")  # noqa: E731
+        self.features = (cache or FeatureCache()).get(key, compute)  # (n_texts, W)
+
+    def lookup(self, texts: Sequence[str]) -> torch.Tensor:
+        idx = torch.tensor([self.row[t] for t in texts], dtype=torch.long)
+        return self.features[idx]  # (B, W)
+
+
+class FrozenImageFeatures:
+    """Pooled image-tower output for every image of a dataset, un-augmented (eval transform)."""
+
+    def __init__(self, model, dataset, cache: FeatureCache | None = None, batch_size: int = 256,
+                 progress: bool = False):
+        transform = model.preprocess(train=False)
+        key = {"model": model.fingerprint("visual"), "data": dataset.fingerprint(),
+               "transform": repr(transform), "view": 0}
+
+        def images(i0: int, i1: int) -> torch.Tensor:
+            return torch.stack([transform(dataset[i].image) for i in range(i0, i1)])  # (b, 3, H, W)
+
+        def compute() -> torch.Tensor:
+            out = []
+            rng = range(0, len(dataset), batch_size)
+            for i0 in _bar(rng, progress, "encoding images"):
+                with torch.no_grad():
+                    out.append(model.encode_image_pooled(images(i0, min(i0 + batch_size, len(dataset)))))
+            return torch.cat(out)
+
+        self.features = (cache or FeatureCache()).get(key, compute)  # (N, W)
+
+    def lookup(self, index: torch.Tensor) -> torch.Tensor:
+        return self.features[index]  # (B, W)
+
+
+def _encode_batches(items: Sequence, encode: Callable, batch_size: int, progress: bool, what: str):
+    out = []
+    for i0 in _bar(range(0, len(items), batch_size), progress, f"encoding {what}s"):
+        with torch.no_grad():
+            out.append(encode(list(items[i0 : i0 + batch_size])))
+    return torch.cat(out)
+
+
+def _bar(it, progress: bool, desc: str):
+    if not progress:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, leave=False)

@@ -1,0 +1,160 @@
+"""``vlkit pretrain``: build the model, data and objectives of a recipe and train them in the
+engine's one loop; save the model, and evaluate it when the recipe asks.
+
+Run directory layout: ``config.yaml`` (resolved), ``metrics.jsonl`` + ``checkpoints/`` (the
+engine's), ``model/`` (``DualEncoder.save``), and the evaluation's ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import config as cfglib
+from .. import data as datalib
+from .. import models
+from ..data.collate import Collate
+from ..engine import DatasetBatches, fit
+from ..errors import UserError
+from ..objectives import MomentumEncoder, build as build_objective
+from .config import PretrainConfig
+from .features import FrozenImageFeatures, FrozenTextFeatures
+from .task import ContrastiveModule, ContrastiveTask, TimeBudget
+
+
+@dataclass
+class PretrainResult:
+    out_dir: Path
+    model_dir: Path
+    fit: Any  # vlkit.engine.FitResult
+    metrics: dict[str, Any]
+    cached: dict[str, bool]
+
+
+def load_config(path: str | Path | None, overrides=()) -> PretrainConfig:
+    return cfglib.load(path, PretrainConfig, overrides)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: PretrainConfig, objective) -> nn.Module:
+    model = models.load(cfg.model)
+    if cfg.freeze:
+        model.freeze(cfg.freeze)
+    if cfg.init_logit_scale == "objective":
+        first = next(iter(objective.terms.values()))
+        with torch.no_grad():
+            model.logit_scale.fill_(first.init_logit_scale)
+        if first.init_logit_bias is not None:
+            model.logit_bias = nn.Parameter(torch.tensor(float(first.init_logit_bias)))
+    if not model.trainable_parameters():
+        raise UserError(f"model {cfg.model!r} has nothing left to train after freezing {cfg.freeze}; "
+                        "unfreeze a part or use a preset with trainable heads")
+    return model
+
+
+class _EpochCollate:
+    """Tells the collate which epoch it is (its random caption choice depends on it)."""
+
+    def __init__(self, batches: DatasetBatches, collate: Collate):
+        self.inner, self.collate = batches, collate
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def batches(self, epoch: int, start: int = 0):
+        self.collate.set_epoch(epoch)
+        return self.inner.batches(epoch, start)
+
+
+class _NoImages:
+    """A dataset view whose samples skip the image (the image tower's features are cached)."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        return datalib.Sample(image=None, captions=self.ds.captions_at(i), label=int(self.ds.targets[i]),
+                              labels={}, meta={"index": i})
+
+
+def _dataset(cfg: PretrainConfig):
+    ds = datalib.load(cfg.data.name, split=cfg.data.split, **cfg.data.options)
+    if cfg.data.max_samples is not None and cfg.data.max_samples < len(ds):
+        ds = ds.subset(list(range(cfg.data.max_samples)))
+    if len(ds) == 0:
+        raise UserError(f"dataset {cfg.data.name!r} split {cfg.data.split!r} is empty; pick another split")
+    return ds
+
+
+def run(cfg: PretrainConfig, resume: bool | str = False) -> PretrainResult:
+    """Train ``cfg``'s model on its data with its objectives; returns where everything went."""
+    _seed_everything(cfg.engine.seed)
+    out_dir = Path(cfg.out_dir)
+    objective = build_objective(cfg.objectives)
+    model = build_model(cfg, objective)
+    ds = _dataset(cfg)
+    needs_tokens = any(k in objective.requires for k in ("image_tokens", "text_tokens"))
+    momentum = MomentumEncoder(model, objective_momentum(cfg)) if "momentum_text_features" in objective.requires else None
+
+    cache_text = cfg.cache_frozen and model.is_frozen("text") and not needs_tokens
+    cache_image = cfg.cache_frozen and model.is_frozen("visual") and not cfg.data.augment and not needs_tokens
+    progress = cfg.engine.progress
+    text_cache = image_cache = None
+    if cache_text:
+        captions = [c for i in range(len(ds)) for c in ds.captions_at(i)]
+        text_cache = FrozenTextFeatures(model, captions, ds.fingerprint(), progress=progress)
+    if cache_image:
+        image_cache = FrozenImageFeatures(model, ds, progress=progress)
+
+    transform = None if cache_image else model.preprocess(train=cfg.data.augment)
+    if transform is not None and cfg.data.augment:
+        from ..data.transforms import image_transform
+
+        transform = image_transform(model.image_size, model.mean, model.std, train=True, scale=tuple(cfg.data.scale))
+    collate = Collate(transform, caption=cfg.data.caption, seed=cfg.engine.seed)
+    source = _NoImages(ds) if cache_image else ds
+    batches = _EpochCollate(DatasetBatches(source, cfg.engine.batch_size, collate, seed=cfg.engine.seed,
+                                           num_workers=cfg.engine.num_workers), collate)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfglib.save(cfg, out_dir / "config.yaml")
+    task = ContrastiveTask(ContrastiveModule(model, objective, momentum), text_cache, image_cache)
+    hooks = [TimeBudget(cfg.time_budget_s)] if cfg.time_budget_s else []
+    result = fit(task, batches, cfg.engine, out_dir, resume=resume, hooks=hooks)
+
+    model.eval()
+    model_dir = model.save(out_dir / "model")
+    metrics: dict[str, Any] = {}
+    if cfg.eval.data:
+        from ..evaluate import run as evaluate
+
+        metrics = evaluate(model, cfg.eval.data, cfg.eval.suites, out_dir=out_dir, split=cfg.eval.split,
+                           options=cfg.eval.options, history=result.history, config=cfglib.to_dict(cfg))
+    return PretrainResult(out_dir, Path(model_dir), result, metrics, {"text": cache_text, "image": cache_image})
+
+
+def objective_momentum(cfg: PretrainConfig) -> float:
+    for spec in cfg.objectives:
+        if isinstance(spec, dict) and "momentum" in spec:
+            return float(spec["momentum"])
+    return 0.995
+
+
+def steps_for(seconds: float, samples_per_s: float, batch_size: int) -> int:
+    """How many steps fit in ``seconds`` at a measured throughput (for time-boxed recipes)."""
+    return max(1, math.floor(seconds * samples_per_s / batch_size))

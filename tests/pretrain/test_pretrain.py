@@ -1,0 +1,86 @@
+"""Pretraining recipes: they parse, run from the CLI, learn, and never re-encode frozen towers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlkit import pretrain
+from vlkit.cli import main
+from vlkit.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPES = sorted((ROOT / "configs" / "pretrain").glob("*.yaml"))
+
+QUICK = ["engine.progress=false", "engine.tensorboard=false", "engine.checkpoint_every=0"]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_recipe_parses_and_opens_with_its_command(recipe):
+    cfg = pretrain.load_config(recipe)
+    assert cfg.objectives, "a recipe names at least one objective"
+    first = recipe.read_text().splitlines()[0]
+    assert first == f"# vlkit pretrain configs/pretrain/{recipe.name}"
+
+
+def test_unknown_objective_lists_valid_names(tmp_path):
+    cfg = pretrain.load_config(None, ["objectives=[{name: clipp}]", f"out_dir={tmp_path}"])
+    with pytest.raises(UserError, match="unknown objective 'clipp'.*valid: .*siglip"):
+        pretrain.run(cfg)
+
+
+def test_tiny_clip_learns_on_shapes_from_the_cli(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["pretrain", str(ROOT / "configs/pretrain/shapes-clip.yaml"), "model=preset:tiny-clip",
+            "data.max_samples=32", "data.caption=first", "objectives=[{name: clip}]", "engine.steps=25",
+            "engine.batch_size=32", "engine.optim.lr=0.001", "engine.optim.weight_decay=0",
+            "engine.schedule.warmup_steps=3",
+            "engine.log_every=1", "eval.data=null", f"out_dir={out}", *QUICK]
+    assert main(args) == 0
+    assert "model saved to" in capsys.readouterr().out
+    import json
+
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    first, last = lines[0]["loss"], sum(l["loss"] for l in lines[-5:]) / 5
+    assert last < first - 0.8, f"loss did not fall: {first:.3f} -> {last:.3f}"
+    assert (out / "model" / "config.json").is_file() and (out / "config.yaml").is_file()
+    # a second fresh run into the same directory would mix two runs: refused, nothing lost
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_frozen_text_tower_is_encoded_once_not_every_step(tmp_path, monkeypatch):
+    """LiT: MiniLM's features of every caption come from the cache; it never runs in a step."""
+    cfg = pretrain.load_config(ROOT / "configs/pretrain/moji-lit.yaml", [
+        "data.max_samples=64", "engine.steps=4", "engine.batch_size=16", "engine.schedule.warmup_steps=1",
+        "eval.data=null", f"out_dir={tmp_path}", *QUICK])
+    from vlkit.pretrain import runner
+
+    calls = {"text": 0, "steps": 0}
+    real_fit = runner.fit
+
+    def counting_fit(task, data, engine_cfg, out_dir, **kw):
+        model = task.module.model
+        text_forward = model.text.forward
+
+        def counted(*a, **k):
+            calls["text"] += 1
+            return text_forward(*a, **k)
+
+        model.text.forward = counted
+        result = real_fit(task, data, engine_cfg, out_dir, **kw)
+        calls["steps"] = result.step
+        return result
+
+    monkeypatch.setattr(runner, "fit", counting_fit)
+    result = pretrain.run(cfg)
+    assert result.cached == {"text": True, "image": False}
+    assert calls["steps"] == 4 and calls["text"] == 0
+    frozen = result.fit  # the text tower's weights did not move
+    model = __import__("vlkit").models.load(result.model_dir)
+    fresh = __import__("vlkit").models.load("preset:moji-lit-s")
+    for (name, a), (_, b) in zip(model.text.state_dict().items(), fresh.text.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert frozen.step == 4
