@@ -80,15 +80,21 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 def _models_list(args: argparse.Namespace) -> None:
     from . import models
 
-    for line in models.describe_presets():
-        print(line)
+    for p in models.list_presets():
+        print(f"preset:{p['name']:<20} {p['description']}")
+    print("\nother specs: openclip:NAME[@TAG_OR_FILE], hf:NAME_OR_DIR, or a directory saved by vlkit")
 
 
 def _models_info(args: argparse.Namespace) -> None:
     from . import models
 
-    for line in models.describe(args.spec):
-        print(line)
+    info = models.describe(args.spec)
+    print(f"{info['spec']}  ({info['builder']}): embed dim {info['embed_dim']}, image size "
+          f"{info['image_size']} px, {info['params']:,} parameters ({info['trainable']:,} trainable)")
+    for part, d in info["parts"].items():
+        details = ", ".join(f"{k} {v}" for k, v in d.items() if k not in ("params", "trainable", "frozen") and v is not None)
+        state = "frozen" if d.get("frozen") else "trainable"
+        print(f"  {part:<12} {d.get('params', 0):>12,} params  {state:<9} {details}")
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
