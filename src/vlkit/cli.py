@@ -104,7 +104,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
         description="Train or align a dual encoder. CONFIG is a YAML recipe (configs/pretrain/); "
         "key=value pairs override its keys, dotted for sections (engine.optim.lr=1e-3).",
     )
-    p.add_argument("config", help="YAML recipe, e.g. configs/pretrain/moji-lit.yaml")
+    p.add_argument("config", help="YAML recipe (configs/pretrain/moji-lit.yaml) or a shipped recipe's name (moji-lit)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.set_defaults(func=_pretrain)
@@ -112,8 +112,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 def _pretrain(args: argparse.Namespace) -> None:
     from . import pretrain
+    from .recipes import recipe_path
 
-    cfg = pretrain.load_config(args.config, args.overrides)
+    cfg = pretrain.load_config(recipe_path(args.config, "pretrain"), args.overrides)
     result = pretrain.run(cfg, resume=args.resume)
     print(f"trained {result.fit.step} steps ({result.fit.samples_per_s:.1f} samples/s); "
           f"model saved to {result.model_dir}")

@@ -1,0 +1,32 @@
+"""Recipes (experiment YAMLs) that ship with vlkit, found by name.
+
+``configs/`` in the repository is the package's ``vlkit/configs`` directory, so
+``vlkit pretrain configs/pretrain/moji-lit.yaml`` and ``vlkit pretrain moji-lit`` name the same
+file, and an installed vlkit still finds its recipes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UserError
+
+RECIPES = Path(__file__).resolve().parent / "configs"
+
+
+def recipe_path(name_or_path: str | Path, kind: str | None = None) -> Path:
+    """A YAML path as given, else a shipped recipe: ``moji-lit`` or ``pretrain/moji-lit``."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    candidates = [RECIPES / f"{name_or_path}.yaml"]
+    if kind:
+        candidates.insert(0, RECIPES / kind / f"{name_or_path}.yaml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    known = sorted(str(p.relative_to(RECIPES).with_suffix("")) for p in RECIPES.rglob("*.yaml"))
+    if kind:
+        known = [k.split("/", 1)[1] for k in known if k.startswith(kind + "/")]
+    raise UserError(f"no recipe named {name_or_path!r}; shipped: {', '.join(known) or 'none'}; "
+                    "or give the path of a YAML file")
