@@ -7,7 +7,7 @@ engine's), ``model/`` (``DualEncoder.save``), and the evaluation's ``metrics.jso
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +135,9 @@ def run(cfg: PretrainConfig, resume: bool | str = False) -> PretrainResult:
     cfglib.save(cfg, out_dir / "config.yaml")
     task = ContrastiveTask(ContrastiveModule(model, objective, momentum), text_cache, image_cache)
     hooks = [TimeBudget(cfg.time_budget_s)] if cfg.time_budget_s else []
-    result = fit(task, batches, cfg.engine, out_dir, resume=resume, hooks=hooks)
+    # model/ (DualEncoder.save) is what users load; the engine's own weights file would repeat it
+    engine_cfg = dataclasses.replace(cfg.engine, save_safetensors=False)
+    result = fit(task, batches, engine_cfg, out_dir, resume=resume, hooks=hooks)
 
     model.eval()
     model_dir = model.save(out_dir / "model")
@@ -153,8 +155,3 @@ def objective_momentum(cfg: PretrainConfig) -> float:
         if isinstance(spec, dict) and "momentum" in spec:
             return float(spec["momentum"])
     return 0.995
-
-
-def steps_for(seconds: float, samples_per_s: float, batch_size: int) -> int:
-    """How many steps fit in ``seconds`` at a measured throughput (for time-boxed recipes)."""
-    return max(1, math.floor(seconds * samples_per_s / batch_size))
