@@ -14,8 +14,9 @@ _TINY_OPENCLIP = {
 }
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _one_thread_private_cache(tmp_path_factory):
+    """Per test module (so other test folders are untouched): one thread, a private VLKIT_CACHE."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     old = os.environ.get("VLKIT_CACHE")

@@ -73,17 +73,22 @@ def test_pooled_then_projected_equals_encode(moji):
         assert torch.allclose(moji.project_text(pooled), moji.encode_text(NAMES), atol=1e-6)
 
 
-def test_convvit_insides_equal_plain_and_prompts_work(moji):
-    vis = moji.visual
+@pytest.mark.parametrize("pool", ["mean", "cls"])
+def test_convvit_insides_equal_plain_and_prompts_work(moji, pool):
+    from vlkit.models.vision import ConvViT, ConvViTConfig
+
+    assert torch.allclose(moji.visual.forward_prompted(images(2, 64), {}), moji.visual(images(2, 64)), atol=1e-6)
+    torch.manual_seed(0)  # residual branches not zero, as after training, so prompts can act
+    vis = ConvViT(ConvViTConfig(pool=pool, zero_init_residual=False), 64).eval()
     x = images(2, 64)
     with torch.no_grad():
         plain = vis(x)
         assert torch.allclose(vis.forward_prompted(x, {}), plain, atol=1e-6)
-        out = vis.forward_prompted(x, {0: torch.randn(3, vis.width), 2: torch.randn(2, 3, vis.width)}, return_tokens=True)
+        out = vis.forward_prompted(x, {0: torch.randn(3, vis.width), 1: torch.randn(2, 3, vis.width)}, return_tokens=True)
     assert not torch.allclose(out["pooled"], plain, atol=1e-4)
     assert out["tokens"].shape == (2, 64, 192)  # 8x8 patch tokens, prompts not included
-    p = torch.zeros(2, vis.width, requires_grad=True)
-    vis.forward_prompted(x, {1: p}).sum().backward()
+    p = torch.randn(2, vis.width, requires_grad=True)
+    (vis.forward_prompted(x, {1: p}) * torch.randn(vis.width)).sum().backward()  # (a plain sum of LN outputs is constant)
     assert p.grad is not None and p.grad.abs().sum() > 0
 
 

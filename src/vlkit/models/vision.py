@@ -1,13 +1,17 @@
 """vlkit's own small vision towers (trainable from scratch on a CPU) and timm backbones.
 
 ``convvit``: a conv-stem ViT after "Early Convolutions Help Transformers See Better" (Xiao et al.,
-arXiv 2106.14881): a few stride-2 3x3 conv + norm + activation blocks replace the patchify stem,
-then a 1x1 conv maps to the transformer width; a CLS token, learned positions and pre-norm
-transformer blocks follow. At 64 px, three stride-2 convs give an 8x8 grid (64 tokens), which
-trains in minutes on two CPU cores yet exposes tokens for prompts and token losses.
-Deviations from the paper: GELU instead of ReLU, BatchNorm or GroupNorm (option), a stem of 3
-convs sized for 64 px instead of 4-5 for 224 px, and no projection inside the tower (the
-DualEncoder's image head projects).
+arXiv 2106.14881): stride-2 3x3 conv + norm + activation stages replace the patchify stem, then a
+1x1 conv maps to the transformer width; a CLS token, learned positions and pre-norm transformer
+blocks follow. At 64 px, three stride-2 stages give an 8x8 grid (64 tokens), which trains in
+minutes on two CPU cores yet exposes tokens for prompts and token losses.
+Deviations from the paper: GELU instead of ReLU; BatchNorm or GroupNorm (option); three stem
+stages sized for 64 px (instead of 4-5 for 224 px) with two convs each by default; pooled output
+is the mean of the patch tokens by default (``pool: cls`` takes the CLS token, which stays in the
+sequence either way); the residual branches start at zero (``zero_init_residual``, SkipInit-style);
+no projection inside the tower (the DualEncoder's image head projects). The last three choices
+were measured on openmoji (train split, frozen MiniLM text, 60 steps of batch 128): unseen-concept
+zero-shot top-1 0.18 for the paper-like 1-conv stem + 4 blocks + CLS, 0.25 for the defaults here.
 
 ``cnn``: a plain small CNN (stride-2 conv stages, global average pool); no tokens, no prompts.
 
@@ -67,19 +71,19 @@ class Block(nn.Module):
 class ConvViTConfig:
     type: str = "convvit"
     stem_channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # one stride-2 stage each
-    stem_convs: int = 1  # convs per stem stage (the first has stride 2)
+    stem_convs: int = 2  # convs per stem stage (the first has stride 2)
     width: int = 192
-    depth: int = 4
+    depth: int = 2
     heads: int = 3
     mlp_ratio: float = 2.0
     norm: Literal["batch", "group"] = "batch"
-    pool: Literal["cls", "mean"] = "cls"  # CLS token, or the mean of the patch tokens
-    zero_init_residual: bool = False  # blocks start as identity (SkipInit-style)
+    pool: Literal["cls", "mean"] = "mean"  # mean of the patch tokens, or the CLS token
+    zero_init_residual: bool = True  # blocks start as the identity (SkipInit-style)
 
 
 @VISION_TOWERS.register("convvit")
 class ConvViT(TokenVisionTower):
-    """Conv stem -> (B, 1 + g*g, width) tokens -> transformer blocks -> LN -> CLS."""
+    """Conv stem -> (B, 1 + g*g, width) tokens -> transformer blocks -> LN -> mean of patches (or CLS)."""
 
     kind = "convvit"
     Config = ConvViTConfig
