@@ -93,9 +93,19 @@ def test_token_features_for_token_losses(tiny):
     out = tiny.encode_image(images(2, 32), return_tokens=True)
     assert out["features"].shape == (2, 64) and out["tokens"].shape == (2, 16, 64)  # 4x4 patches
     txt = tiny.encode_text(["a cat", "a small red heart"], return_tokens=True)
-    assert txt["tokens"].shape == (2, 32, 64)
+    # padding after the batch's last EOT is trimmed (causal mask: it never reaches the EOT)
+    assert txt["tokens"].shape == (2, 6, 64)
     assert txt["mask"].sum(1).tolist() == [4, 6]  # SOT + words + EOT
     assert torch.allclose(txt["features"], tiny.encode_text(["a cat", "a small red heart"]), atol=1e-6)
+
+
+def test_trimmed_padding_gives_the_full_context_features(tiny):
+    """The fast path (padding trimmed) equals running all 32 context positions."""
+    tokens = tiny.tokenize(["a cat", "a small red heart on a table"])
+    assert tokens["input_ids"].shape[1] == 32
+    text = tiny.text
+    full = text.forward_embeddings(text.embed_tokens(tokens["input_ids"]), tokens)  # no trimming
+    assert torch.allclose(text(tokens), full, atol=1e-5)
 
 
 def test_bad_prompt_width_is_a_user_error(tiny):

@@ -232,6 +232,21 @@ class OpenCLIPTextTower(PromptableTextTower):
                 self._tokenizer = _make_tokenizer(self.text_cfg, self._assets)
             self._tokenizer.tokenizer.save_pretrained(str(path))
 
+    def forward(self, tokens, return_tokens: bool = False):
+        """Plain forward, with trailing padding trimmed when that cannot change the result.
+
+        open_clip pads every caption to the full context (77 for CLIP); under the causal mask a
+        position sees only those before it, so with EOT/EOS pooling the columns after the
+        batch's last EOT never reach the pooled feature. Dropping them makes the text tower
+        several times cheaper on short captions and leaves the output unchanged (up to float
+        rounding of smaller matrix products).
+        """
+        tokens = self.as_tokens(tokens)
+        if self.attn_mask is not None and self.pool_type in ("argmax", "eos"):
+            n = int(tokens["attention_mask"].sum(dim=1).max())
+            tokens = {k: v[:, :n] for k, v in tokens.items()}  # (B, n)
+        return super().forward(tokens, return_tokens=return_tokens)
+
     def embed_tokens(self, input_ids):
         return self.token_embedding(input_ids)  # (B, L, W), no positions
 
