@@ -1,0 +1,73 @@
+"""``vlkit.report``: one self-contained HTML page per run directory.
+
+    from vlkit import evaluate, report
+    evaluate.run("preset:tiny-clip", "digits", ["zeroshot", "retrieval"], out_dir="runs/eval")
+    report.write("runs/eval")                    # -> runs/eval/report.html
+
+The page is built from ``metrics.json`` and ``artifacts.json`` (written by
+:func:`vlkit.evaluate.run`) and, for a training run, ``metrics.jsonl`` (the engine's log):
+metrics with chance levels, training curves, per-class accuracy, reliability diagrams,
+conformal coverage and set size against alpha, retrieval examples with their images. Every
+image is an embedded PNG (matplotlib, Agg canvas, 80 dpi) and there is no script, so the file
+opens anywhere and can be mailed. OpenMoji images carry their CC BY-SA 4.0 credit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .inputs import OPENMOJI_CREDIT, RunFiles, SplitImages, read_run
+from .page import format_chance, format_value, metric_rows, render_page
+from .panels import PANELS, Figure, Panel, Section, render_suite
+
+REPORT_FILE = "report.html"
+
+
+def write(out_dir: str | Path, *, dataset: Any = None, title: str | None = None) -> Path:
+    """Write ``report.html`` in the run directory ``out_dir`` and return its path.
+
+    ``dataset``: where the retrieval examples' images come from: the evaluated dataset object,
+    a ``{split: dataset}`` mapping or a spec string; None loads the spec recorded in
+    metrics.json. A dataset whose fingerprint differs from the evaluated one is not used (the
+    examples are then listed without images, with the reason). ``title``: the page heading
+    (default: "MODEL on DATA").
+    """
+    run = read_run(out_dir)
+    images = SplitImages(dataset, run.data)
+    sections: list[Section] = []
+    if run.history:
+        section = training_section(run.history)
+        if section is not None:
+            sections.append(section)
+    leftovers = {}
+    for suite, artifacts in run.artifacts.items():
+        if isinstance(artifacts, dict):
+            suite_sections, leftovers[suite] = render_suite(suite, artifacts, run, images)
+            sections += suite_sections
+    page = render_page(run, sections, leftovers, title)
+    path = run.out_dir / REPORT_FILE
+    tmp = path.with_name(f".{REPORT_FILE}.tmp-{os.getpid()}")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)  # a reader never sees half a page
+    return path
+
+
+def training_section(history: list[dict]) -> Section | None:
+    """Loss terms and learning rate against step, from the training log."""
+    from . import figures
+
+    png = figures.training_curves(history)
+    if png is None:
+        return None
+    speeds = sorted(r["samples_per_s"] for r in history if isinstance(r.get("samples_per_s"), (int, float)))
+    notes = [f"{len(history)} logged steps, last step {history[-1].get('step')}"
+             + (f"; median throughput {speeds[len(speeds) // 2]:.1f} samples/s" if speeds else "")]
+    return Section("training", "Training curves", [
+        Figure("plot-training", png, "training loss and learning rate against step",
+               "Every loss term the task returned, and the learning rate, at each logged step.")], notes)
+
+
+__all__ = ["OPENMOJI_CREDIT", "PANELS", "Figure", "Panel", "REPORT_FILE", "RunFiles", "Section", "SplitImages",
+           "format_chance", "format_value", "metric_rows", "read_run", "training_section", "write"]
