@@ -146,9 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vlkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from .adapt.cli import add_cli as _add_adapt
     from .evaluate.cli import add_cli as _add_eval
 
-    for add in (_add_demo, _add_pretrain, _add_eval, _add_data, _add_models):
+    for add in (_add_demo, _add_pretrain, _add_adapt, _add_eval, _add_data, _add_models):
         add(sub)
     return parser
 

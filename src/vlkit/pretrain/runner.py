@@ -8,6 +8,7 @@ engine's), ``model/`` (``DualEncoder.save``), and the evaluation's ``metrics.jso
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,14 +141,17 @@ def run(cfg: PretrainConfig, resume: bool | str = False) -> PretrainResult:
     result = fit(task, batches, engine_cfg, out_dir, resume=resume, hooks=hooks)
 
     model.eval()
-    model_dir = model.save(out_dir / "model")
+    model_dir = out_dir / "model"
     metrics: dict[str, Any] = {}
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 alone saves and evaluates
+        return PretrainResult(out_dir, model_dir, result, metrics, {"text": cache_text, "image": cache_image})
+    model.save(model_dir)
     if cfg.eval.data:
         from ..evaluate import run as evaluate
 
         metrics = evaluate(model, cfg.eval.data, cfg.eval.suites, out_dir=out_dir, split=cfg.eval.split,
                            options=cfg.eval.options, history=result.history, config=cfglib.to_dict(cfg))
-    return PretrainResult(out_dir, Path(model_dir), result, metrics, {"text": cache_text, "image": cache_image})
+    return PretrainResult(out_dir, model_dir, result, metrics, {"text": cache_text, "image": cache_image})
 
 
 def objective_momentum(cfg: PretrainConfig) -> float:

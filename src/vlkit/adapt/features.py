@@ -1,0 +1,202 @@
+"""Shared feature caching for adaptation: frozen image features per view, frozen text weights.
+
+The reference code of the CoOp family re-encodes every training image every step, with
+decoding and augmentation, for up to 200 epochs, although the image tower is frozen. Here:
+
+- **Training views.** ``V`` augmented views of each training image (Tip-Adapter uses 10) are
+  encoded once. View ``v`` of the image at position ``i`` of a split is drawn by the data
+  layer's seeded collate (``Collate.set_epoch(v)``), so it is a pure function of (aug seed, v,
+  i). Each epoch the training batches pick one view per image (seeded): augmentation at the
+  cost of a table lookup.
+- **Validation/test features** (the eval transform, "view" ``eval``) are computed once and
+  reused by every method, seed and epoch-selection pass.
+- **Per-position banks.** A :class:`ViewBank` is keyed by (image-path fingerprint, data
+  fingerprint of the *whole* split, transform, view, aug seed) and holds features per position,
+  growing as positions are asked for; so the 16-shot set of seed 2 reuses every image it shares
+  with seed 1, and a later run (another process) reads them from disk. Files are safetensors
+  written to a temp file and moved into place (never a half file), next to the data layer's
+  :class:`~vlkit.data.cache.FeatureCache` entries.
+- **Text weights** of frozen hand-crafted prompts (zero-shot weights, KgCoOp's targets) are
+  computed once per (text-path fingerprint, class names, templates) through ``FeatureCache``.
+
+Only methods that leave the image path frozen use the image banks; MaPLe and LoRA on the image
+tower run the tower each step (:meth:`Method.uses_image_tower`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..paths import cache_dir
+
+_TEXT_CACHES: dict[str, object] = {}
+
+
+def image_path_fingerprint(model) -> str:
+    """What frozen image features depend on: the image tower and its head."""
+    return f"{model.fingerprint('visual')}+{model.fingerprint('image_proj')}"
+
+
+def text_path_fingerprint(model) -> str:
+    return f"{model.fingerprint('text')}+{model.fingerprint('text_proj')}"
+
+
+def _feature_cache():
+    from ..data.cache import FeatureCache
+
+    root = str(cache_dir("features"))
+    if root not in _TEXT_CACHES:
+        _TEXT_CACHES[root] = FeatureCache(root)
+    return _TEXT_CACHES[root]
+
+
+def fill(template: str, classname: str) -> str:
+    return template.replace("{}", classname) if "{}" in template else f"{template} {classname}"
+
+
+def text_classifier(model, classnames: Sequence[str], templates: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """(n_cls, D) zero-shot weights: per class the renormalised mean of its normalised prompts (CLIP)."""
+    names, tpls = list(classnames), list(templates)
+    digest = hashlib.sha256(json.dumps([names, tpls]).encode()).hexdigest()[:24]
+    key = {"kind": "adapt.text_classifier", "model": text_path_fingerprint(model), "prompts": digest}
+
+    def compute() -> torch.Tensor:
+        prompts = [fill(t, c) for c in names for t in tpls]  # class-major
+        with torch.no_grad():
+            emb = torch.cat([model.encode_text(prompts[i:i + batch_size]).float().cpu()
+                             for i in range(0, len(prompts), batch_size)])  # (C * T, D)
+        emb = F.normalize(emb, dim=-1).view(len(names), len(tpls), -1).mean(dim=1)  # (C, D)
+        return F.normalize(emb, dim=-1)
+
+    return _feature_cache().get(key, compute).clone()
+
+
+class ViewBank:
+    """Features of one (image path, split, transform, view) per dataset position; grows on demand."""
+
+    def __init__(self, key: dict, root: Path):
+        self.key = json.dumps(key, sort_keys=True, default=repr)
+        self.path = root / f"bank-{hashlib.sha256(self.key.encode()).hexdigest()[:32]}.safetensors"
+        self.positions = np.zeros(0, dtype=np.int64)  # sorted
+        self.features: torch.Tensor | None = None  # (M, D), rows follow ``positions``
+        self._read()
+
+    def get(self, positions: np.ndarray, compute: Callable[[np.ndarray], torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """(features (len(positions), D), number of positions computed now)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        missing = np.setdiff1d(np.unique(positions), self.positions)
+        if missing.size:
+            new = compute(missing).detach().float().cpu()  # (m, D)
+            allpos = np.concatenate([self.positions, missing])
+            feats = new if self.features is None else torch.cat([self.features, new])
+            order = np.argsort(allpos, kind="stable")
+            self.positions, self.features = allpos[order], feats[torch.from_numpy(order)]
+            self._write()
+        rows = np.searchsorted(self.positions, positions)
+        return self.features[torch.from_numpy(rows)], int(missing.size)
+
+    def _read(self) -> None:
+        from safetensors import SafetensorError, safe_open
+
+        if not self.path.is_file():
+            return
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                if (f.metadata() or {}).get("key") != self.key:
+                    return
+                pos, feats = f.get_tensor("positions"), f.get_tensor("features")
+        except (SafetensorError, OSError, ValueError) as e:
+            warnings.warn(f"vlkit: feature bank {self.path} is unreadable ({e}); recomputing", stacklevel=3)
+            return
+        self.positions, self.features = pos.numpy().astype(np.int64), feats
+
+    def _write(self) -> None:
+        from safetensors.torch import save_file
+
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"positions": torch.from_numpy(self.positions), "features": self.features.contiguous()},
+                      tmp, metadata={"key": self.key})
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class FeatureStore:
+    """Frozen image features of a model for the runs of one process (banks in memory + disk).
+
+    ``encoded`` counts images pushed through the image tower; tests and benchmarks read it.
+    """
+
+    def __init__(self, model, device: torch.device | str = "cpu", batch_size: int = 256,
+                 aug_scale: Sequence[float] = (0.9, 1.0), aug_seed: int = 0):
+        self.model, self.device, self.batch_size = model, torch.device(device), int(batch_size)
+        self.aug_scale, self.aug_seed = (float(aug_scale[0]), float(aug_scale[1])), int(aug_seed)
+        self.root = cache_dir("features", "adapt")
+        self.banks: dict[str, ViewBank] = {}
+        self.encoded = 0
+
+    def train_transform(self):
+        from ..data.transforms import image_transform
+
+        m = self.model
+        return image_transform(m.image_size, m.mean, m.std, train=True, scale=self.aug_scale)
+
+    def eval_transform(self):
+        return self.model.preprocess(train=False)
+
+    def _bank(self, dataset, transform, view) -> ViewBank:
+        key = {"kind": "adapt.image", "model": image_path_fingerprint(self.model), "data": dataset.fingerprint(),
+               "transform": repr(transform), "view": view, "aug_seed": self.aug_seed if view != "eval" else None}
+        name = json.dumps(key, sort_keys=True)
+        if name not in self.banks:
+            self.banks[name] = ViewBank(key, self.root)
+        return self.banks[name]
+
+    def _encoder(self, dataset, transform, view) -> Callable[[np.ndarray], torch.Tensor]:
+        from ..data.collate import Collate
+
+        collate = Collate(transform, caption="first", seed=self.aug_seed)
+        if view != "eval":
+            collate.set_epoch(int(view))  # view v of position i: seeded by (aug_seed, v, i)
+
+        def encode(positions: np.ndarray) -> torch.Tensor:
+            out = []
+            self.model.to(self.device)
+            for start in range(0, len(positions), self.batch_size):
+                chunk = positions[start:start + self.batch_size]
+                images = collate([dataset[int(i)] for i in chunk])["images"].to(self.device)
+                with torch.no_grad():
+                    out.append(self.model.encode_image(images, normalize=False).float().cpu())  # (b, D)
+                self.encoded += len(chunk)
+            return torch.cat(out)
+
+        return encode
+
+    def eval_features(self, dataset, positions: np.ndarray | None = None) -> torch.Tensor:
+        """(N, D) projected, unnormalised features of ``dataset`` (a whole split) at ``positions`` (default: all)."""
+        positions = np.arange(len(dataset)) if positions is None else np.asarray(positions)
+        tf = self.eval_transform()
+        feats, _ = self._bank(dataset, tf, "eval").get(positions, self._encoder(dataset, tf, "eval"))
+        return feats
+
+    def view_features(self, dataset, positions: np.ndarray, n_views: int) -> torch.Tensor:
+        """(V, N, D) projected, unnormalised features of ``n_views`` augmented views of the images at ``positions``."""
+        tf = self.train_transform()
+        views = []
+        for v in range(int(n_views)):
+            feats, _ = self._bank(dataset, tf, v).get(np.asarray(positions), self._encoder(dataset, tf, v))
+            views.append(feats)
+        return torch.stack(views)  # (V, N, D)
