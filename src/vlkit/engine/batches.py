@@ -108,6 +108,9 @@ class DatasetBatches:
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[Any]:
         index_lists = self.indices(epoch, start)
+        set_epoch = getattr(self.collate_fn, "set_epoch", None)
+        if set_epoch is not None:  # per-epoch caption choice and augmentation (vlkit.data.collate)
+            set_epoch(epoch)
         if self.num_workers <= 0:
             # A plain loop: no DataLoader, so no draw from the global RNG when it starts.
             return (self.collate_fn([self.dataset[i] for i in idx]) for idx in index_lists)

@@ -65,20 +65,6 @@ def build_model(cfg: PretrainConfig, objective) -> nn.Module:
     return model
 
 
-class _EpochCollate:
-    """Tells the collate which epoch it is (its random caption choice depends on it)."""
-
-    def __init__(self, batches: DatasetBatches, collate: Collate):
-        self.inner, self.collate = batches, collate
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def batches(self, epoch: int, start: int = 0):
-        self.collate.set_epoch(epoch)
-        return self.inner.batches(epoch, start)
-
-
 class _NoImages:
     """A dataset view whose samples skip the image (the image tower's features are cached)."""
 
@@ -129,8 +115,8 @@ def run(cfg: PretrainConfig, resume: bool | str = False) -> PretrainResult:
         transform = image_transform(model.image_size, model.mean, model.std, train=True, scale=tuple(cfg.data.scale))
     collate = Collate(transform, caption=cfg.data.caption, seed=cfg.engine.seed)
     source = _NoImages(ds) if cache_image else ds
-    batches = _EpochCollate(DatasetBatches(source, cfg.engine.batch_size, collate, seed=cfg.engine.seed,
-                                           num_workers=cfg.engine.num_workers), collate)
+    batches = DatasetBatches(source, cfg.engine.batch_size, collate, seed=cfg.engine.seed,
+                             num_workers=cfg.engine.num_workers)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     cfglib.save(cfg, out_dir / "config.yaml")

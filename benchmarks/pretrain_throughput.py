@@ -1,0 +1,162 @@
+"""Training throughput: vlkit's engine against open_clip_train, same architecture, data and batch.
+
+    .venv/bin/python benchmarks/pretrain_throughput.py [--steps 12] [--batch 128] [--quick]
+
+Both sides train the same open_clip ViT (64 px, patch 8, 6 x 256) + text transformer (6 x 256,
+context 32) on synthetic image-caption pairs, one process, in this order, interleaved:
+open_clip fp32, vlkit fp32, open_clip amp_bf16, vlkit fastest. Each run is a subprocess, so
+neither side inherits the other's warm state. Samples/s is the mean over logged windows after
+the first (open_clip's own `samples/s` log; vlkit's metrics.jsonl), so start-up is excluded on
+both sides.
+
+A second comparison is LiT: the text tower locked. open_clip `--lock-text` still runs it forward
+every step; vlkit encodes each distinct caption once (feature cache) and reuses it. Here the
+whole run is timed, cache building included, over 3 epochs of 512 distinct captions.
+
+Prints samples/s of each side and the ratios. open_clip_train ships with open-clip-torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ARCH = "vlkit-bench-vit"
+MODEL_CFG = {
+    "embed_dim": 256,
+    "vision_cfg": {"image_size": 64, "patch_size": 8, "width": 256, "layers": 6, "head_width": 64},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 256, "heads": 4, "layers": 6},
+}
+
+
+def run_openclip(workdir: Path, precision: str, steps: int, batch: int, lock_text: bool = False,
+                 epochs: int = 1, samples: int | None = None) -> dict:
+    cfg_dir = workdir / "oc_configs"
+    cfg_dir.mkdir(exist_ok=True)
+    (cfg_dir / f"{ARCH}.json").write_text(json.dumps(MODEL_CFG))
+    n = samples or steps * batch
+    name = f"oc-{precision}-{'lit' if lock_text else 'full'}-{time.time_ns()}"
+    args = ["--dataset-type", "synthetic", "--train-num-samples", str(n), "--batch-size", str(batch),
+            "--epochs", str(epochs), "--model", ARCH, "--precision", precision, "--workers", "0",
+            "--device", "cpu", "--logs", str(workdir / "oc_logs"), "--name", name, "--log-every-n-steps", "2",
+            "--save-frequency", "0", "--lr", "5e-4", "--warmup", "2", "--report-to", "", "--seed", "0"]
+    if lock_text:
+        args += ["--lock-text", "--lock-text-freeze-layer-norm"]
+    code = (
+        "import sys, open_clip\n"
+        f"open_clip.add_model_config({str(cfg_dir)!r})\n"
+        "from open_clip_train.main import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    log = workdir / "oc_logs" / name / "out.log"
+    text = log.read_text() if log.exists() else proc.stdout + proc.stderr
+    rates = [float(m) for m in re.findall(r"Batch \(t\): [\d.]+, ([\d.]+)/s", text)]
+    if not rates:
+        raise SystemExit(f"open_clip_train did not report throughput:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return {"samples_per_s": sum(rates[1:]) / max(1, len(rates[1:])) if len(rates) > 1 else rates[0],
+            "wall_s": wall}
+
+
+VLKIT_CODE = r"""
+import json, sys, time
+import torch
+from PIL import Image
+from vlkit import models
+from vlkit.data import Sample
+from vlkit.data.collate import Collate
+from vlkit.engine import DatasetBatches, EngineConfig, fit
+from vlkit.objectives import build
+from vlkit.pretrain.task import ContrastiveModule, ContrastiveTask
+from vlkit.pretrain.features import FrozenTextFeatures
+
+arch, model_cfg, precision, steps, batch, lock_text, epochs, samples, out = json.loads(sys.argv[1])
+
+class Synthetic:
+    # open_clip's synthetic set: one black image; distinct captions so a text cache earns nothing free
+    def __init__(self, n, size):
+        self.n, self.image = n, Image.new("RGB", (size, size))
+    def __len__(self): return self.n
+    def __getitem__(self, i):
+        return Sample(image=self.image, captions=[f"dummy caption {i}"], label=0, labels={}, meta={"index": i})
+    def captions_at(self, i): return [f"dummy caption {i}"]
+    def fingerprint(self): return f"synthetic-{self.n}"
+
+t0 = time.perf_counter()
+model = models.load({"builder": "openclip", "arch": arch, "model_cfg": model_cfg})
+ds = Synthetic(samples or steps * batch, model.image_size)
+text_cache = None
+if lock_text:
+    model.freeze("text")
+    text_cache = FrozenTextFeatures(model, [c for i in range(len(ds)) for c in ds.captions_at(i)], ds.fingerprint())
+collate = Collate(model.preprocess(train=True), caption="first", seed=0)
+data = DatasetBatches(ds, batch, collate, seed=0)
+cfg = EngineConfig(epochs=epochs, steps=None if samples else steps, batch_size=batch, precision=precision,
+                   optim={"name": "adamw", "lr": 5e-4}, schedule={"name": "cosine", "warmup_steps": 2},
+                   checkpoint_every=0, log_every=2, progress=False, tensorboard=False, save_safetensors=False)
+res = fit(ContrastiveTask(ContrastiveModule(model, build([{"name": "clip"}])), text_cache), data, cfg, out)
+wall = time.perf_counter() - t0
+rates = [h["samples_per_s"] for h in res.history if "samples_per_s" in h]
+print(json.dumps({"samples_per_s": sum(rates[1:]) / max(1, len(rates[1:])) if len(rates) > 1 else rates[0],
+                  "wall_s": wall}))
+"""
+
+
+def run_vlkit(workdir: Path, precision: str, steps: int, batch: int, lock_text: bool = False,
+              epochs: int = 1, samples: int | None = None) -> dict:
+    out = workdir / f"vl-{precision}-{time.time_ns()}"
+    payload = json.dumps([ARCH, MODEL_CFG, precision, steps, batch, lock_text, epochs, samples, str(out)])
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", VLKIT_CODE, payload], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"vlkit run failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["wall_s"] = wall
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--quick", action="store_true", help="tiny run to check the script works")
+    args = p.parse_args()
+    steps, batch = (4, 32) if args.quick else (args.steps, args.batch)
+    print(f"torch threads: {os.cpu_count()} cores; steps {steps}, batch {batch}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        rows = {
+            "open_clip fp32": run_openclip(work, "fp32", steps, batch),
+            "vlkit fp32": run_vlkit(work, "fp32", steps, batch),
+            "open_clip amp_bf16": run_openclip(work, "amp_bf16", steps, batch),
+            "vlkit auto": run_vlkit(work, "auto", steps, batch),
+        }
+        for name, r in rows.items():
+            print(f"{name:<22} {r['samples_per_s']:8.1f} samples/s")
+        oc_best = max(rows["open_clip fp32"]["samples_per_s"], rows["open_clip amp_bf16"]["samples_per_s"])
+        vl_best = max(rows["vlkit fp32"]["samples_per_s"], rows["vlkit auto"]["samples_per_s"])
+        print(f"ratio fp32 (vlkit / open_clip):       {rows['vlkit fp32']['samples_per_s'] / rows['open_clip fp32']['samples_per_s']:.2f}  (target >= 1.0)")
+        print(f"ratio fastest (vlkit / open_clip):    {vl_best / oc_best:.2f}  (target >= 1.3)")
+
+        n = 64 if args.quick else 512
+        lit = {
+            "open_clip --lock-text": run_openclip(work, "fp32", 0, batch, lock_text=True, epochs=3, samples=n),
+            "vlkit cached text": run_vlkit(work, "fp32", 0, batch, lock_text=True, epochs=3, samples=n),
+        }
+        for name, r in lit.items():
+            print(f"LiT {name:<24} {3 * n / r['wall_s']:8.1f} samples/s over the whole run ({r['wall_s']:.1f} s, start-up included)")
+        print(f"LiT ratio (vlkit / open_clip, whole run): {lit['open_clip --lock-text']['wall_s'] / lit['vlkit cached text']['wall_s']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
