@@ -84,3 +84,22 @@ def test_frozen_text_tower_is_encoded_once_not_every_step(tmp_path, monkeypatch)
     for (name, a), (_, b) in zip(model.text.state_dict().items(), fresh.text.state_dict().items()):
         assert torch.equal(a, b), name
     assert frozen.step == 4
+
+
+def test_sail_trains_only_gated_heads_on_cached_features_and_reloads(tmp_path):
+    """SAIL: both towers frozen and encoded once; new gated-MLP heads train; the model reloads."""
+    from vlkit import models
+
+    base = models.load("preset:moji-lit-s").save(tmp_path / "base")
+    cfg = pretrain.load_config(ROOT / "configs/pretrain/sail.yaml", [
+        f"model={base}", "data.max_samples=64", "engine.steps=15", "engine.batch_size=32",
+        "engine.schedule.warmup_steps=1", "engine.log_every=1", "eval.data=null",
+        f"out_dir={tmp_path / 'run'}", *QUICK])
+    result = pretrain.run(cfg)
+    assert result.cached == {"text": True, "image": True}
+    losses = [h["loss"] for h in result.fit.history]
+    assert losses[-1] < losses[0] * 0.8, losses
+    reloaded = models.load(result.model_dir)
+    assert type(reloaded.image_proj).__name__ == "GatedMLP" and type(reloaded.text_proj).__name__ == "GatedMLP"
+    trained, fresh = reloaded.visual.state_dict(), models.load(base).visual.state_dict()
+    assert all(torch.equal(trained[k], fresh[k]) for k in fresh), "the frozen image tower moved"

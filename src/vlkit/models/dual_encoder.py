@@ -20,6 +20,7 @@ import copy
 import hashlib
 import json
 import math
+from dataclasses import asdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -123,6 +124,24 @@ class DualEncoder(nn.Module):
         from ..data.transforms import image_transform
 
         return image_transform(self.image_size, self.mean, self.std, train=train)
+
+    def replace_heads(self, head: Mapping) -> "DualEncoder":
+        """New, freshly initialised image and text heads of config ``head`` (a HeadConfig mapping,
+        e.g. ``{"type": "gated_mlp"}`` for SAIL). The config records them, so the model saves
+        and reloads as it is. Only composed models have head sections to record them in."""
+        from ..config import build
+        from .heads import HeadConfig, build_head
+
+        if self.config.get("builder", "composed") != "composed":
+            raise UserError(f"replacing heads needs a composed model (vision + text towers + heads); this one "
+                            f"is built by {self.config.get('builder')!r}: use a composed config or preset")
+        cfg = build(HeadConfig, dict(head), prefix="heads.")
+        device = self.logit_scale.device
+        self.image_proj = build_head(cfg, self.visual.output_dim, self.embed_dim).to(device)
+        self.text_proj = build_head(cfg, self.text.output_dim, self.embed_dim).to(device)
+        self.config["image_head"] = self.config["text_head"] = asdict(cfg)
+        self._fingerprints.clear()
+        return self
 
     # ---- frozen state -------------------------------------------------------------------
     def _parts(self, names) -> list[str]:

@@ -18,10 +18,12 @@ from ..errors import UserError
 
 @dataclass
 class HeadConfig:
-    """``linear`` (CLIP's projection), ``mlp`` (Linear-GELU-Linear) or ``identity``."""
+    """``linear`` (CLIP's projection), ``mlp`` (Linear-GELU-Linear), ``gated_mlp`` (SAIL's
+    alignment layer) or ``identity``."""
 
-    type: Literal["linear", "mlp", "identity"] = "linear"
+    type: Literal["linear", "mlp", "gated_mlp", "identity"] = "linear"
     hidden: int | None = None  # mlp hidden width (default: the output width)
+    expansion: int = 8  # gated_mlp hidden width = expansion * input width (SAIL: 8)
     bias: bool = False
     dropout: float = 0.0
 
@@ -39,6 +41,8 @@ def build_head(cfg: HeadConfig, in_dim: int, out_dim: int) -> nn.Module:
         if head.bias is not None:
             nn.init.zeros_(head.bias)
         return head
+    if cfg.type == "gated_mlp":
+        return GatedMLP(in_dim, out_dim, cfg.expansion)
     hidden = cfg.hidden or out_dim
     return nn.Sequential(
         nn.Linear(in_dim, hidden, bias=True),
@@ -46,3 +50,20 @@ def build_head(cfg: HeadConfig, in_dim: int, out_dim: int) -> nn.Module:
         nn.Dropout(cfg.dropout),
         nn.Linear(hidden, out_dim, bias=cfg.bias),
     )
+
+
+class GatedMLP(nn.Module):
+    """SAIL's alignment layer ("Assessing and Learning Alignment of Unimodal Vision and Language
+    Models"): two parallel Linear(d -> e*d), ReLU6 on the first gating the second, then
+    Linear(e*d -> out). (..., d_in) -> (..., d_out)."""
+
+    def __init__(self, d_in: int, d_out: int, expansion: int = 8):
+        super().__init__()
+        hidden = expansion * d_in
+        self.gate = nn.Linear(d_in, hidden)  # branch 1, through ReLU6
+        self.up = nn.Linear(d_in, hidden)  # branch 2, linear
+        self.act = nn.ReLU6()
+        self.out = nn.Linear(hidden, d_out)
+
+    def forward(self, x):
+        return self.out(self.act(self.gate(x)) * self.up(x))  # (..., hidden) -> (..., d_out)

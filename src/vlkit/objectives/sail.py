@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..models.heads import GatedMLP
 from .base import LN_100, SAIL_INIT_LOGIT_BIAS, SAIL_INIT_LOGIT_SCALE, register
 from .distributed import world
 from .siglip import SigLipLoss
@@ -33,19 +34,9 @@ from .siglip import SigLipLoss
 __all__ = ["SAILHead", "SailLoss"]
 
 
-class SAILHead(nn.Module):
-    """Gated MLP alignment head: ``out(relu6(gate(x)) * up(x))``; (..., d_in) -> (..., d_out)."""
-
-    def __init__(self, d_in: int, d_out: int, expansion: int = 8):
-        super().__init__()
-        hidden = expansion * d_in
-        self.gate = nn.Linear(d_in, hidden)  # branch 1, through ReLU6
-        self.up = nn.Linear(d_in, hidden)  # branch 2, linear
-        self.act = nn.ReLU6()
-        self.out = nn.Linear(hidden, d_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.act(self.gate(x)) * self.up(x))  # (..., hidden) -> (..., d_out)
+# The head is a model part (a DualEncoder head type, saved and reloaded with the model); the
+# objective module re-exports it under SAIL's name.
+SAILHead = GatedMLP
 
 
 @register("sail")

@@ -36,6 +36,7 @@ class EvalConfig:
 class PretrainConfig:
     model: Any = "preset:moji-lit-s"  # a vlkit model spec, or an inline model config (mapping)
     freeze: list[str] = field(default_factory=list)  # parts to freeze on top of the spec's own
+    heads: dict | None = None  # new heads for both towers, e.g. {type: gated_mlp} (SAIL)
     cache_frozen: bool = True  # frozen, un-augmented towers: encode once, reuse every step
     objectives: list[Any] = field(default_factory=lambda: [{"name": "clip"}])
     init_logit_scale: Literal["objective", "model"] = "objective"  # start from the paper's value

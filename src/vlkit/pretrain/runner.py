@@ -51,6 +51,8 @@ def _seed_everything(seed: int) -> None:
 
 def build_model(cfg: PretrainConfig, objective) -> nn.Module:
     model = models.load(cfg.model)
+    if cfg.heads:
+        model.replace_heads(cfg.heads)
     if cfg.freeze:
         model.freeze(cfg.freeze)
     if cfg.init_logit_scale == "objective":
@@ -58,11 +60,28 @@ def build_model(cfg: PretrainConfig, objective) -> nn.Module:
         with torch.no_grad():
             model.logit_scale.fill_(first.init_logit_scale)
         if first.init_logit_bias is not None:
-            model.logit_bias = nn.Parameter(torch.tensor(float(first.init_logit_bias)))
+            _set_logit_bias(model, float(first.init_logit_bias))
     if not model.trainable_parameters():
         raise UserError(f"model {cfg.model!r} has nothing left to train after freezing {cfg.freeze}; "
                         "unfreeze a part or use a preset with trainable heads")
     return model
+
+
+def _set_logit_bias(model, value: float) -> None:
+    """Give the model the bias a sigmoid objective needs, recorded in its config so it reloads."""
+    if model.logit_bias is not None:
+        with torch.no_grad():
+            model.logit_bias.fill_(value)
+        return
+    builder = model.config.get("builder", "composed")
+    if builder == "composed":
+        model.config["init_logit_bias"] = value
+    elif builder == "openclip":
+        model.config.setdefault("model_cfg", {})["init_logit_bias"] = value
+    else:
+        raise UserError(f"a {builder!r} model has no logit bias to train with a sigmoid objective; "
+                        "use a composed or openclip model, or init_logit_scale=model")
+    model.logit_bias = nn.Parameter(torch.tensor(value))
 
 
 class _NoImages:
