@@ -190,3 +190,23 @@ def test_config_errors_are_user_errors(tmp_path):
     frozen.module.requires_grad_(False)
     with pytest.raises(UserError, match="no trainable parameters"):
         fit(frozen, toy_data(), toy_config(), tmp_path)
+
+
+def test_dataset_batches_tell_an_epoch_aware_collate_its_epoch():
+    """Per-epoch caption choice and crops (vlkit.data.collate) depend on hearing the epoch."""
+    from vlkit.engine import DatasetBatches
+
+    class Collate:
+        def __init__(self):
+            self.epoch = None
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __call__(self, items):
+            return (self.epoch, list(items))
+
+    collate = Collate()
+    source = DatasetBatches(list(range(8)), 4, collate, seed=0)
+    assert [b[0] for b in source.batches(3)] == [3, 3]
+    assert [b[0] for b in source.batches(5, start=1)] == [5]

@@ -6,7 +6,7 @@ moves the shared frozen model to the device at the start. Batches come from
 
 - :class:`FeatureBatches` for methods that leave the image path frozen: cached features of
   ``V`` augmented views; each epoch draws a seeded order and one view index per image;
-- :class:`ImageBatches` for methods that run the image tower (MaPLe, LoRA on images): the
+- :func:`image_batches` for methods that run the image tower (MaPLe, LoRA on images): the
   engine's :class:`~vlkit.engine.DatasetBatches` with the data layer's seeded augmentation.
 
 :class:`BestOnValidation` is an engine hook: every few epochs it scores the method on the
@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..engine import DatasetBatches, EngineConfig, Hook, fit
+from ..engine import DatasetBatches, EngineConfig, Hook, ModuleTask, fit
 from .splits import Split
 
 
@@ -66,30 +66,16 @@ class LabelledImages:
         return dataclasses.replace(sample, label=int(self.split.labels[i]), meta=meta)
 
 
-class ImageBatches(DatasetBatches):
-    """The engine's DatasetBatches, telling the collate which epoch it is (fresh augmentations)."""
-
-    def batches(self, epoch: int, start: int = 0):
-        if hasattr(self.collate_fn, "set_epoch"):
-            self.collate_fn.set_epoch(epoch)
-        return super().batches(epoch, start)
-
-
-def image_batches(split: Split, transform, batch_size: int, seed: int) -> ImageBatches:
+def image_batches(split: Split, transform, batch_size: int, seed: int) -> DatasetBatches:
+    """The engine's batches over the images; it tells the collate each epoch (fresh crops)."""
     from ..data.collate import Collate
 
     data = LabelledImages(split)
-    return ImageBatches(data, max(1, min(batch_size, len(data))), Collate(transform, "first", seed), seed=seed)
+    return DatasetBatches(data, max(1, min(batch_size, len(data))), Collate(transform, "first", seed), seed=seed)
 
 
-class AdaptTask:
-    """The engine Task of a method: its forward is the training step."""
-
-    def __init__(self, method):
-        self.module = method
-
-    def training_step(self, batch, state):
-        return state.model(batch)
+class AdaptTask(ModuleTask):
+    """The engine Task of a method (its forward is the training step); moves the frozen model too."""
 
     def on_fit_start(self, state) -> None:
         self.module.model.to(state.device)
