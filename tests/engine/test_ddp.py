@@ -3,16 +3,13 @@ the whole batch; only rank 0 writes; asking for DDP without torchrun is a clear 
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import ddp_toy
+from torchrun_launch import launch_like_torchrun
 from engine_toy import ToyTask, toy_config, toy_data
 from vlkit.engine import fit, load_checkpoint
 from vlkit.engine.logger import read_metrics
@@ -21,39 +18,10 @@ from vlkit.errors import UserError
 HERE = Path(__file__).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch_like_torchrun(script: Path, args: list[str], nproc: int, timeout: float = 180) -> None:
-    """Start ``nproc`` workers with the environment torchrun gives its workers (RANK,
-    WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT); skipping the launcher process saves a torch
-    import (seconds here). ``python -m torch.distributed.run --nproc_per_node 2 ddp_toy.py OUT``
-    runs the same script the same way."""
-    port = free_port()
-    procs = []
-    for rank in range(nproc):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
-                   LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                   OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, str(script), *args], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    try:
-        outputs = [p.communicate(timeout=timeout)[0].decode() for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for rank, (p, text) in enumerate(zip(procs, outputs)):
-        assert p.returncode == 0, f"rank {rank} failed:\n{text[-3000:]}"
-
-
 def test_two_process_ddp_equals_one_process_with_the_global_batch(tmp_path):
     out = tmp_path / "ddp"
     out.mkdir()
-    launch_like_torchrun(HERE / "ddp_toy.py", [str(out)], nproc=2)
+    launch_like_torchrun([str(HERE / "ddp_toy.py"), str(out)], nproc=2)
     saved = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     ranks = [r["first"] for r in saved]
 
