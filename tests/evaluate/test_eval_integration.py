@@ -51,3 +51,19 @@ def test_dataset_spec_string_and_its_split_errors(tiny_clip):
     assert out["data"]["spec"] == "digits" and out["chance"]["zeroshot/acc1"] == pytest.approx(0.1)
     with pytest.raises(UserError, match="has no split 'holdout'; available: "):
         run(tiny_clip, "digits", ["zeroshot"], options={"zeroshot": {"split": "holdout"}})
+
+
+def test_dataset_options_reach_the_dataset_and_are_recorded(tmp_path, tiny_clip, capsys):
+    from vlkit.cli import main
+
+    options = {"n_train": 16, "n_val": 8, "n_test": 20, "image_size": 32}
+    out = run(tiny_clip, "shapes:color", ["retrieval"], data_options=options, out_dir=tmp_path / "api")
+    assert out["artifacts"]["retrieval"]["n_images"] == 20
+    assert out["data"]["options"] == options
+    args = ["eval", "preset:tiny-clip", "--data", "shapes:color", "--suite", "retrieval", "--out", str(tmp_path / "cli"),
+            *(f"--data-option={k}={v}" for k, v in options.items())]
+    assert main(args) == 0
+    saved = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert saved["data"]["options"] == options
+    assert main([*args[:-1], "--data-option=n_tset=20"]) == 2
+    assert "n_tset" in capsys.readouterr().err

@@ -69,3 +69,18 @@ def test_missing_text_encoder_is_a_user_error():
     ctx = EvalContext.from_arrays(image_features=torch.eye(2), captions=[["a"], ["b"]])
     with ctx.for_suite("retrieval"), pytest.raises(UserError, match="no text tower"):
         EVALUATORS.get("retrieval")()(ctx)
+
+
+def test_first_caption_only_scores_each_image_by_its_name(lookup_encoder):
+    # image 1's alias "b2" points at image 2: with every caption it is a miss for the alias
+    # query; with captions=first only the names are queries and every one is a hit
+    table = {"a": [1.0, 0.0, 0.0], "b": [0.0, 1.0, 0.0], "b2": [0.0, 0.1, 0.9], "c": [0.0, 0.0, 1.0]}
+    ctx = EvalContext.from_arrays(image_features=torch.eye(3), captions=[["a"], ["b", "b2"], ["c"]],
+                                  encode_text=lookup_encoder(table))
+    every = EVALUATORS.get("retrieval")()(ctx)
+    first = EVALUATORS.get("retrieval").from_options({"captions": "first"})(ctx)
+    assert every["image_retrieval_recall@1"] == pytest.approx(3 / 4)
+    assert first["image_retrieval_recall@1"] == 1.0
+    assert first.artifacts["n_texts"] == 3 and first.artifacts["captions"] == "first"
+    with pytest.raises(UserError, match="captions"):
+        EVALUATORS.get("retrieval").from_options({"captions": "some"})

@@ -57,6 +57,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of random splits and samples (default: 0)")
     p.add_argument("--option", action="append", default=[], metavar="SUITE.KEY=VALUE",
                    help="a suite option, repeatable, e.g. conformal.alpha=0.05")
+    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a dataset option, repeatable, e.g. skin_tones=false for openmoji (see `vlkit data list`)")
     p.add_argument("--batch-size", type=int, default=64, help="images encoded at once (default: 64)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: the model's)")
     p.add_argument("--no-cache", action="store_true", help="encode images again instead of using the feature cache")
@@ -79,6 +81,20 @@ def parse_options(items: list[str]) -> dict[str, dict]:
     return options
 
 
+def parse_data_options(items: list[str]) -> dict:
+    """``["skin_tones=false"]`` -> ``{"skin_tones": False}`` (values parsed as YAML scalars)."""
+    from ..config import parse_override
+    from ..errors import UserError
+
+    options = {}
+    for item in items:
+        path, value = parse_override(item)
+        if len(path) != 1 or not path[0]:
+            raise UserError(f"--data-option {item!r} must be KEY=VALUE; write e.g. skin_tones=false")
+        options[path[0]] = value
+    return options
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from .. import report
     from ..errors import UserError
@@ -88,7 +104,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     options = parse_options(args.option)
     results = run(args.model, args.data, args.suite, out_dir=args.out, seed=args.seed, options=options,
-                  split=args.split, batch_size=args.batch_size, device=args.device, cache=not args.no_cache)
+                  split=args.split, batch_size=args.batch_size, device=args.device, cache=not args.no_cache,
+                  data_options=parse_data_options(args.data_option))
     path = report.write(args.out, dataset=args.data, title=args.title)
     print_table(results)
     out = Path(args.out)

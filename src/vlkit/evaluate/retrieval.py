@@ -13,12 +13,18 @@ negatives scoring at least as high as the best positive), so a model that scores
 equally gets no credit, where ``topk`` would break ties arbitrarily; and MRR/median rank are
 additions (CLIP_benchmark reports recall only). Scores are computed in query chunks, so memory
 is O(chunk x gallery), never n_texts x n_images.
+
+Option ``captions=first`` keeps only each image's first caption: one query per image both
+ways. On OpenMoji the first caption is the emoji's name, so this is name <-> image retrieval;
+with ``skin_tones: false`` data (one image per base emoji) it is the moji-lit recipe's
+measure of transfer to unseen concepts.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -113,6 +119,7 @@ class RetrievalConfig:
     ks: list[int] | None = None  # recall@k cut-offs; default 1, 5, 10
     chunk_size: int = 1024  # queries scored at once (memory: chunk x gallery)
     n_examples: int = 5  # text queries whose top-5 images are kept for the report
+    captions: Literal["all", "first"] = "all"  # every caption of an image, or only its first (its name)
 
 
 @EVALUATORS.register("retrieval")
@@ -127,7 +134,10 @@ class Retrieval(Evaluator):
         ks = tuple(cfg.ks or (1, 5, 10))
         if cfg.chunk_size < 1 or any(k < 1 for k in ks):
             raise UserError("retrieval: chunk_size and every k must be positive integers; e.g. ks=[1,5,10]")
-        texts, owner = flatten_captions(ctx.captions(split))
+        captions = ctx.captions(split)
+        if cfg.captions == "first":
+            captions = [caps[:1] for caps in captions]
+        texts, owner = flatten_captions(captions)
         if not texts:
             raise UserError(f"retrieval: split {split!r} has no captions; retrieval needs image-caption pairs")
         images = ctx.image_features(split)  # (n_images, D)
@@ -139,6 +149,7 @@ class Retrieval(Evaluator):
             ex.update(query=texts[ex["query_index"]], positive_image=int(owner[ex["query_index"]]))
         return EvalResult(
             metrics,
-            artifacts={"examples": examples, "n_images": len(images), "n_texts": len(texts), "split": split},
+            artifacts={"examples": examples, "n_images": len(images), "n_texts": len(texts), "split": split,
+                       "captions": cfg.captions},
             chance=retrieval_chance(owner, len(images), ks),
         )

@@ -52,6 +52,7 @@ def run(
     batch_size: int = 64,
     device: str | None = None,
     cache: bool = True,
+    data_options: Mapping[str, Any] | None = None,
     history: Any = None,
     config: Mapping[str, Any] | None = None,
 ) -> dict:
@@ -61,7 +62,8 @@ def run(
     spec for :func:`vlkit.data.load` ("shapes:color"), a ``{split: dataset}`` mapping or one
     dataset. ``options``: ``{suite: {option: value}}``, checked against each suite's Config.
     ``split``: the split every suite scores (its ``split`` / ``test_split`` option) unless
-    ``options`` says otherwise. ``history`` and ``config`` (the training run's log and resolved
+    ``options`` says otherwise. ``data_options``: dataset options for a spec (e.g.
+    ``{"skin_tones": False}`` for openmoji), as :func:`vlkit.data.load` takes them. ``history`` and ``config`` (the training run's log and resolved
     config, when a trainer calls this) are kept in metrics.json as ``history`` / ``run_config``.
     """
     evaluators = build_evaluators(suites, options, default_split=split)
@@ -69,7 +71,8 @@ def run(
         from .. import models
 
         model = models.load(str(model))
-    ctx = EvalContext.from_model(model, data, seed=seed, batch_size=batch_size, device=device, cache=cache)
+    ctx = EvalContext.from_model(model, data, seed=seed, batch_size=batch_size, device=device, cache=cache,
+                                 data_options=data_options)
     metrics, chance, artifacts = {}, {}, {}
     for name, evaluator in evaluators.items():
         with ctx.for_suite(name):
@@ -81,7 +84,7 @@ def run(
         "metrics": metrics,
         "chance": chance,
         "model": ctx.describe_model(),
-        "data": ctx.describe(),
+        "data": {**ctx.describe(), **({"options": dict(data_options)} if data_options else {})},
         "config": {name: _config.to_dict(ev.config) for name, ev in evaluators.items()},
         "seed": seed,
         "versions": versions(),

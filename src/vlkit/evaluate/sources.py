@@ -34,6 +34,7 @@ class ModelContext(EvalContext):
         device: str | torch.device | None = None,
         cache: bool | Any = True,
         text_batch_size: int = 256,
+        data_options: Mapping[str, Any] | None = None,
     ):
         super().__init__(seed=seed, logit_scale=_logit_scale_of(model), text_batch_size=text_batch_size)
         self.model = model
@@ -41,6 +42,9 @@ class ModelContext(EvalContext):
         self.device = torch.device(device) if device is not None else _device_of(model)
         self._spec: str | None = None
         self._given: dict[str, Any] = {}
+        self._data_options = dict(data_options or {})
+        if self._data_options and not isinstance(data, str):
+            raise UserError("data_options apply to a dataset spec; pass the options to vlkit.data.load instead")
         if isinstance(data, str):
             self._spec = data
         elif isinstance(data, Mapping):
@@ -66,12 +70,12 @@ class ModelContext(EvalContext):
         if entry is not None and getattr(entry, "splits", None):
             return split in entry.splits
         # not in the registry: loading tells (and an unknown name raises its own error)
-        self._given[split] = _load(self._spec, split)
+        self._given[split] = _load(self._spec, split, self._data_options)
         return True
 
     def _dataset(self, split: str):
         if split not in self._given:
-            self._given[split] = _load(self._spec, split)
+            self._given[split] = _load(self._spec, split, self._data_options)
         ds = self._given[split]
         if self.view is None:
             self.view = getattr(ds, "view", None)
@@ -229,10 +233,10 @@ class ArrayContext(EvalContext):
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _load(spec: str, split: str):
+def _load(spec: str, split: str, options: Mapping[str, Any]):
     from .. import data
 
-    return data.load(spec, split=split)
+    return data.load(spec, split=split, **options)
 
 
 def _dataset_entry(name: str):

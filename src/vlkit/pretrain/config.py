@@ -30,6 +30,7 @@ class EvalConfig:
     split: str = "test"
     suites: list[str] = field(default_factory=lambda: ["retrieval"])
     options: dict = field(default_factory=dict)  # per-suite options, {suite: {key: value}}
+    data_options: dict = field(default_factory=dict)  # dataset options, e.g. {skin_tones: false}
 
 
 @dataclass

@@ -155,7 +155,8 @@ def run(cfg: PretrainConfig, resume: bool | str = False) -> PretrainResult:
         from ..evaluate import run as evaluate
 
         metrics = evaluate(model, cfg.eval.data, cfg.eval.suites, out_dir=out_dir, split=cfg.eval.split,
-                           options=cfg.eval.options, history=result.history, config=cfglib.to_dict(cfg))
+                           options=cfg.eval.options, data_options=cfg.eval.data_options,
+                           history=result.history, config=cfglib.to_dict(cfg))
     return PretrainResult(out_dir, model_dir, result, metrics, {"text": cache_text, "image": cache_image})
 
 
