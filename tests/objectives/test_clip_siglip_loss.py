@@ -92,3 +92,37 @@ def test_clamp_logit_scale_param_and_module():
     assert clamp_logit_scale(model)
     assert model.logit_scale.item() == 0.0
     assert not clamp_logit_scale(torch.nn.Linear(2, 2))  # no logit_scale: nothing to do
+
+
+# A bank of three captions: the two of TXT plus a third, (0, 1). Image 0's caption is row 0,
+# image 1's is row 1, and row 2 is image 1's other caption (an alias): not a negative for it.
+BANK = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+
+
+def test_clip_text_bank_hand_computed():
+    # image -> bank logits with s = 2: image 0 [2, 1.2, 0]; image 1 [0, 1.6, 2]
+    bank_rows = [lse(2, 1.2, 0) - 2, lse(0, 1.6) - 1.6]  # image 1's other caption is left out
+    cols = [lse(2, 0) - 2, lse(1.2, 1.6) - 1.6]  # text -> image stays in-batch
+    expected = (sum(bank_rows) / 2 + sum(cols) / 2) / 2
+    other = torch.tensor([[True, False, False], [False, True, True]])  # each image's captions
+    loss = ClipLoss(ClipConfig(text_negatives="bank"))(
+        IMG, TXT, LOG2, text_bank=BANK, text_bank_index=torch.tensor([0, 1]), text_bank_other=other)
+    assert loss["contrastive_loss"].item() == pytest.approx(expected, abs=1e-6)
+    # with the alias counted as a negative the loss is higher: the mask is what changed it
+    unmasked = ClipLoss(ClipConfig(text_negatives="bank"))(
+        IMG, TXT, LOG2, text_bank=BANK, text_bank_index=torch.tensor([0, 1]))["contrastive_loss"]
+    assert unmasked.item() > expected + 0.1
+
+
+def test_clip_text_bank_of_the_batch_texts_equals_in_batch_clip_with_label_smoothing():
+    cfg = dict(label_smoothing=0.1)
+    plain = ClipLoss(ClipConfig(**cfg))(IMG, TXT, LOG2)["contrastive_loss"]
+    bank = ClipLoss(ClipConfig(text_negatives="bank", **cfg))(
+        IMG, TXT, LOG2, text_bank=TXT, text_bank_index=torch.tensor([0, 1]),
+        text_bank_other=torch.eye(2, dtype=torch.bool))["contrastive_loss"]
+    assert bank.item() == pytest.approx(plain.item(), abs=1e-6)
+
+
+def test_clip_text_bank_without_a_bank_is_a_user_error():
+    with pytest.raises(UserError, match="text_bank"):
+        ClipLoss(ClipConfig(text_negatives="bank"))(IMG, TXT, LOG2)

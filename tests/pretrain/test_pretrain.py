@@ -103,3 +103,40 @@ def test_sail_trains_only_gated_heads_on_cached_features_and_reloads(tmp_path):
     assert type(reloaded.image_proj).__name__ == "GatedMLP" and type(reloaded.text_proj).__name__ == "GatedMLP"
     trained, fresh = reloaded.visual.state_dict(), models.load(base).visual.state_dict()
     assert all(torch.equal(trained[k], fresh[k]) for k in fresh), "the frozen image tower moved"
+
+
+def test_text_bank_contrasts_images_with_every_cached_caption(tmp_path, monkeypatch):
+    """LiT with text_negatives: bank: the bank is the cached feature of every caption the data can
+    draw (the first of each with data.caption=first), fixed for the run; training lowers the loss."""
+    cfg = pretrain.load_config(ROOT / "configs/pretrain/moji-lit.yaml", [
+        "objectives=[{name: clip, text_negatives: bank}]", "data.caption=first", "data.max_samples=48",
+        "engine.steps=15", "engine.batch_size=16", "engine.schedule.warmup_steps=1", "engine.log_every=1",
+        "engine.optim.lr=0.001", "eval.data=null", f"out_dir={tmp_path}", *QUICK])
+    from vlkit.pretrain import runner
+
+    seen = {}
+    real_fit = runner.fit
+
+    def spying_fit(task, data, engine_cfg, out_dir, **kw):
+        seen["task"] = task
+        return real_fit(task, data, engine_cfg, out_dir, **kw)
+
+    monkeypatch.setattr(runner, "fit", spying_fit)
+    result = pretrain.run(cfg)
+    task = seen["task"]
+    names = list(dict.fromkeys(runner._dataset(cfg).captions_at(i)[0] for i in range(48)))
+    assert list(task.bank_pos) == names  # every drawable caption, once, nothing else
+    torch.testing.assert_close(task.bank, task.text_cache.lookup(names))
+    import json
+
+    losses = [json.loads(l)["loss"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses
+    assert result.cached["text"]
+
+
+def test_text_bank_without_a_cached_text_tower_is_one_clear_error(tmp_path):
+    cfg = pretrain.load_config(ROOT / "configs/pretrain/shapes-clip.yaml", [
+        "model=preset:tiny-clip", "objectives=[{name: clip, text_negatives: bank}]", "engine.steps=2",
+        "eval.data=null", f"out_dir={tmp_path}", *QUICK])
+    with pytest.raises(UserError, match="text_negatives: bank needs a locked text tower"):
+        pretrain.run(cfg)

@@ -107,6 +107,17 @@ def _dataset(cfg: PretrainConfig):
     return ds
 
 
+def _bank_texts(cfg: PretrainConfig, ds, text_cache) -> list[str]:
+    """The captions a text bank holds: those the data can draw (the first of each, or all)."""
+    if text_cache is None:
+        raise UserError("text_negatives: bank needs a locked text tower whose features are cached (LiT); "
+                        "freeze the text tower and keep cache_frozen: true, or use text_negatives: batch")
+    if cfg.data.caption == "all":
+        raise UserError("text_negatives: bank contrasts one caption per image; set data.caption to random or first")
+    first = cfg.data.caption == "first"
+    return [c for i in range(len(ds)) for c in (ds.captions_at(i)[:1] if first else ds.captions_at(i))]
+
+
 def run(cfg: PretrainConfig, resume: bool | str = False) -> PretrainResult:
     """Train ``cfg``'s model on its data with its objectives; returns where everything went."""
     _seed_everything(cfg.engine.seed)
@@ -139,7 +150,8 @@ def run(cfg: PretrainConfig, resume: bool | str = False) -> PretrainResult:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     cfglib.save(cfg, out_dir / "config.yaml")
-    task = ContrastiveTask(ContrastiveModule(model, objective, momentum), text_cache, image_cache)
+    bank = _bank_texts(cfg, ds, text_cache) if "text_bank" in objective.requires else None
+    task = ContrastiveTask(ContrastiveModule(model, objective, momentum), text_cache, image_cache, bank)
     hooks = [TimeBudget(cfg.time_budget_s)] if cfg.time_budget_s else []
     # model/ (DualEncoder.save) is what users load; the engine's own weights file would repeat it
     engine_cfg = dataclasses.replace(cfg.engine, save_safetensors=False)

@@ -9,7 +9,7 @@ and returns the objective's loss dict.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -49,6 +49,9 @@ class ContrastiveModule(nn.Module):
         extra.update({k: v for k, v in {**image, **text}.items() if k != "features"})
         if "positive_mask" in batch:
             extra["positive_mask"] = batch["positive_mask"]
+        if "text_bank_pooled" in batch:  # every cached caption, through the current head
+            extra["text_bank"] = self.model.project_text(batch["text_bank_pooled"])
+            extra["text_bank_index"], extra["text_bank_other"] = batch["text_bank_index"], batch["text_bank_other"]
         if self.momentum is not None:
             with torch.no_grad():
                 extra["momentum_image_features"] = self._image(self.momentum.module, batch)["features"]
@@ -58,11 +61,31 @@ class ContrastiveModule(nn.Module):
 
 
 class ContrastiveTask:
-    """Engine task: looks frozen-tower features up, runs the module, clamps the logit scale."""
+    """Engine task: looks frozen-tower features up, runs the module, clamps the logit scale.
 
-    def __init__(self, module: ContrastiveModule, text_cache=None, image_cache=None):
+    ``bank_texts``: the captions an objective with ``text_negatives: bank`` contrasts every
+    image against (those the data can draw), looked up in ``text_cache`` once.
+    """
+
+    def __init__(self, module: ContrastiveModule, text_cache=None, image_cache=None,
+                 bank_texts: Sequence[str] | None = None):
         self.module = module
         self.text_cache, self.image_cache = text_cache, image_cache
+        self.bank = self.bank_pos = None
+        if bank_texts is not None:
+            bank_texts = list(dict.fromkeys(bank_texts))
+            self.bank = text_cache.lookup(bank_texts)  # (M, W) pooled, before the head
+            self.bank_pos = {t: i for i, t in enumerate(bank_texts)}
+
+    def _bank_inputs(self, batch: dict, device) -> dict[str, torch.Tensor]:
+        """Bank features, each text's bank row (B,) and the image's other captions (B, M)."""
+        pos = self.bank_pos
+        index = torch.tensor([pos[t] for t in batch["texts"]], dtype=torch.long)
+        other = torch.zeros(len(index), len(pos), dtype=torch.bool)
+        for r, caps in enumerate(batch["captions"]):
+            other[r, [pos[c] for c in caps if c in pos]] = True
+        return {"text_bank_pooled": self.bank.to(device), "text_bank_index": index.to(device),
+                "text_bank_other": other.to(device)}
 
     def training_step(self, batch: dict, state: TrainState) -> dict[str, torch.Tensor]:
         batch = dict(batch)
@@ -70,6 +93,8 @@ class ContrastiveTask:
             batch["text_pooled"] = self.text_cache.lookup(batch["texts"]).to(state.device)
         if self.image_cache is not None:
             batch["image_pooled"] = self.image_cache.lookup(batch["index"]).to(state.device)
+        if self.bank is not None:
+            batch.update(self._bank_inputs(batch, state.device))
         if "images" in batch and torch.is_tensor(batch["images"]):
             batch["images"] = batch["images"].to(state.device, non_blocking=True)
         if "text_index" in batch:  # several captions per image: each is a positive of its image
