@@ -35,7 +35,7 @@ def test_describe_counts_parts_without_downloading():
     info = M.describe("preset:moji-lit-s")
     text, visual = info["parts"]["text"], info["parts"]["visual"]
     assert text["frozen"] and text["trainable"] == 0 and text["width"] == 384 and text["pooling"] == "masked mean"
-    assert not visual["frozen"] and visual["width"] == 192 and visual["layers"] == 2 and visual["supports_prompts"]
+    assert not visual["frozen"] and visual["width"] == 256 and visual["layers"] == 1 and visual["supports_prompts"]
     assert info["embed_dim"] == 256 and info["image_size"] == 64
     assert info["params"] == sum(p["params"] for p in info["parts"].values())
     rn50 = M.describe("preset:rn50-openai")  # architecture only: no weights fetched
