@@ -140,3 +140,27 @@ def test_text_bank_without_a_cached_text_tower_is_one_clear_error(tmp_path):
         "eval.data=null", f"out_dir={tmp_path}", *QUICK])
     with pytest.raises(UserError, match="text_negatives: bank needs a locked text tower"):
         pretrain.run(cfg)
+
+
+def test_pretraining_runs_the_trainable_tower_in_train_mode(tmp_path, monkeypatch):
+    """Batch norm in the moji-lit image stem normalises with batch statistics while training
+    and keeps running statistics for evaluation; the frozen text tower stays in eval mode."""
+    cfg = pretrain.load_config(ROOT / "configs/pretrain/moji-lit.yaml", [
+        "data.max_samples=32", "engine.steps=2", "engine.batch_size=16", "engine.schedule.warmup_steps=1",
+        "eval.data=null", f"out_dir={tmp_path}", *QUICK])
+    from vlkit.pretrain import runner
+
+    modes = []
+    real_fit = runner.fit
+
+    def spying_fit(task, data, engine_cfg, out_dir, **kw):
+        model = task.module.model
+        modes.append((model.visual.training, model.text.training))
+        return real_fit(task, data, engine_cfg, out_dir, **kw)
+
+    monkeypatch.setattr(runner, "fit", spying_fit)
+    result = pretrain.run(cfg)
+    assert modes == [(True, False)]
+    model = __import__("vlkit").models.load(result.model_dir)
+    bn = [m for m in model.visual.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    assert bn.num_batches_tracked.item() == 2 and bn.running_mean.abs().sum() > 0

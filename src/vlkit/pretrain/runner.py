@@ -155,6 +155,7 @@ def run(cfg: PretrainConfig, resume: bool | str = False) -> PretrainResult:
     hooks = [TimeBudget(cfg.time_budget_s)] if cfg.time_budget_s else []
     # model/ (DualEncoder.save) is what users load; the engine's own weights file would repeat it
     engine_cfg = dataclasses.replace(cfg.engine, save_safetensors=False)
+    model.train()  # loading gives eval mode; frozen parts stay in eval (DualEncoder.train)
     result = fit(task, batches, engine_cfg, out_dir, resume=resume, hooks=hooks)
 
     model.eval()
