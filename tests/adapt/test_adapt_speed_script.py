@@ -5,14 +5,13 @@ reproduces the run's settings. No timing is asserted (a benchmark's numbers depe
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shlex
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "adapt_speed.py"
+from bench_script import load_benchmark
+
 METHODS = ["coop", "clip_adapter", "tip_adapter_f"]
 ARGS = ["--model", "preset:tiny-clip", "--data", "digits", "--methods", ",".join(METHODS), "--shots", "2",
         "--epochs", "3", "--steps", "2", "--views", "2", "--threads", "1"]
@@ -20,10 +19,7 @@ ARGS = ["--model", "preset:tiny-clip", "--data", "digits", "--methods", ",".join
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("adapt_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("adapt_speed")
 
 
 @pytest.fixture(scope="module")
