@@ -59,6 +59,11 @@ def test_bad_composed_configs_name_the_valid_choices():
         M.load({"vision": {"type": "vit-huge"}, "text": {"type": "openclip_text"}})
     with pytest.raises(UserError, match="vision.depht.*valid keys"):
         M.load({"vision": {"type": "convvit", "depht": 3}, "text": {"type": "openclip_text"}})
+    # open_clip's own tower configs are checked too, not left to a TypeError inside open_clip
+    with pytest.raises(UserError, match="unknown openclip_vit cfg key 'widht'.*valid keys: .*width"):
+        M.load({"vision": {"type": "openclip_vit", "cfg": {"widht": 64}}, "text": {"type": "openclip_text"}})
+    with pytest.raises(UserError, match="unknown openclip_text cfg key 'layer'.*valid keys: .*layers"):
+        M.load({"vision": {"type": "convvit"}, "text": {"type": "openclip_text", "cfg": {"layer": 2}}})
 
 
 def test_timm_tower_in_a_composed_model(tmp_path):

@@ -342,15 +342,27 @@ class OpenCLIPViTConfig:
     quick_gelu: bool = False
 
 
+def _checked_cfg(cfg: dict, cls, tower: str) -> dict:
+    """``cfg`` with only keys of open_clip's ``cls`` (CLIPVisionCfg / CLIPTextCfg), else one line."""
+    import dataclasses
+
+    valid = {f.name for f in dataclasses.fields(cls)}
+    stray = sorted(set(cfg) - valid)
+    if stray:
+        raise UserError(f"unknown {tower} cfg key {stray[0]!r} (open_clip {cls.__name__}); "
+                        f"valid keys: {', '.join(sorted(valid))}")
+    return dict(cfg)
+
+
 @VISION_TOWERS.register("openclip_vit")
 class OpenCLIPViTType:
     Config = OpenCLIPViTConfig
 
     @staticmethod
     def build(cfg: OpenCLIPViTConfig, ctx: BuildContext) -> VisionTower:
-        from open_clip.model import _build_vision_tower
+        from open_clip.model import CLIPVisionCfg, _build_vision_tower
 
-        vcfg = dict(cfg.cfg, image_size=ctx.image_size)
+        vcfg = dict(_checked_cfg(cfg.cfg, CLIPVisionCfg, "openclip_vit"), image_size=ctx.image_size)
         visual = _build_vision_tower(cfg.output_dim or int(vcfg.get("width", 768)), vcfg, cfg.quick_gelu)
         if cfg.output_dim is None:
             visual.proj = None
@@ -371,9 +383,9 @@ class OpenCLIPTextType:
 
     @staticmethod
     def build(cfg: OpenCLIPTextConfig, ctx: BuildContext) -> OpenCLIPTextTower:
-        from open_clip.model import _build_text_tower
+        from open_clip.model import CLIPTextCfg, _build_text_tower
 
-        tcfg = dict(cfg.cfg)
+        tcfg = _checked_cfg(cfg.cfg, CLIPTextCfg, "openclip_text")
         if cfg.output_dim is None:
             tcfg["proj_type"] = "none"
         module = _build_text_tower(cfg.output_dim or int(tcfg.get("width", 512)), tcfg, cfg.quick_gelu)
