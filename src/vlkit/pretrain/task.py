@@ -84,7 +84,9 @@ class ContrastiveTask:
         other = torch.zeros(len(index), len(pos), dtype=torch.bool)
         for r, caps in enumerate(batch["captions"]):
             other[r, [pos[c] for c in caps if c in pos]] = True
-        return {"text_bank_pooled": self.bank.to(device), "text_bank_index": index.to(device),
+        if self.bank.device != torch.device(device):
+            self.bank = self.bank.to(device)  # once: the bank is fixed for the run
+        return {"text_bank_pooled": self.bank, "text_bank_index": index.to(device),
                 "text_bank_other": other.to(device)}
 
     def training_step(self, batch: dict, state: TrainState) -> dict[str, torch.Tensor]:
