@@ -25,6 +25,7 @@ class EngineConfig:
     grad_clip: float | None = None  # max global grad norm; None or 0: no clipping
     precision: Literal["fp32", "bf16", "amp", "auto"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False  # torch.compile the task's towers (see vlkit.engine.compile); slow start
     distributed: bool = False  # require torchrun (a torchrun run with >1 process is DDP anyway)
     find_unused_parameters: bool = False  # DDP: set when some parameters skip the forward
     checkpoint_every: int = 1000  # steps between checkpoints; 0: only the final one

@@ -34,6 +34,7 @@ import torch
 from .. import config as vconfig
 from ..errors import UserError
 from . import checkpoint as ckpt
+from .compile import compile_task
 from .config import EngineConfig, FitResult
 from .distributed import DistInfo, all_reduce_mean, any_rank, barrier, cleanup, gather_to_main
 from .distributed import init_distributed, wrap_ddp
@@ -142,6 +143,10 @@ class _Trainer:
                 self.state.losses = {k: v for k, v in history[-1].items() if k.endswith("loss")}
         else:
             _refuse_to_overwrite(self.out_dir, info)
+        if cfg.compile:
+            compiled = compile_task(self.task, info.device)
+            self._pending_notes.append(f"torch.compile: {', '.join(compiled)} (the first steps compile)" if compiled
+                                       else "torch.compile: nothing to compile (the task runs no tower)")
         self.state.model = wrap_ddp(module, info, cfg.find_unused_parameters)
         self.log = RunLogger(self.out_dir, enabled=info.is_main, total_steps=self.total,
                              start_step=self.state.step, progress=cfg.progress,

@@ -21,7 +21,9 @@ and optionally (looked up by name; missing ones are skipped):
 - ``extra_state() -> dict`` / ``load_extra_state(dict)``: state outside ``module`` to
   checkpoint (ALBEF's feature queues); tensors, numbers, strings, lists and dicts only;
 - ``configure_optimizers(cfg, total_steps) -> optimizer | (optimizer, scheduler)`` to replace
-  the default ``vlkit.engine.optim`` / ``vlkit.engine.schedule`` builders.
+  the default ``vlkit.engine.optim`` / ``vlkit.engine.schedule`` builders;
+- ``compile_targets() -> list[nn.Module]``: what ``EngineConfig.compile`` compiles (default:
+  ``module``), see :mod:`.compile`.
 
 :class:`ModuleTask` turns a module whose ``forward(batch)`` returns that dict (an adaptation
 method) into a task. A :class:`Hook` gets the same calls plus ``on_checkpoint(state, path)`` and

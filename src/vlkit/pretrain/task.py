@@ -106,6 +106,11 @@ class ContrastiveTask:
         out["logit_scale"] = self.module.model.logit_scale.detach().exp()
         return out
 
+    def compile_targets(self) -> list:
+        """What ``engine.compile`` compiles: the towers a step runs (not those read from a cache)."""
+        m = self.module.model
+        return ([m.visual] if self.image_cache is None else []) + ([m.text] if self.text_cache is None else [])
+
     def on_step_end(self, state: TrainState) -> None:
         lo, hi = self.module.objective.logit_scale_range
         clamp_logit_scale(self.module.model, max=hi, min=lo)
