@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 import vlkit.data
 import vlkit.models
@@ -44,6 +45,25 @@ def test_features_come_from_the_feature_cache_on_a_second_run(tiny_clip, small_s
     monkeypatch.setattr(tiny_clip, "encode_image", lambda *a, **k: calls.append(1) or original(*a, **k))
     again = run(tiny_clip, small_shapes, ["zeroshot"])
     assert calls == [] and "zeroshot/acc1" in again["metrics"]
+
+
+def test_text_features_come_from_the_cache_on_a_second_run_and_follow_the_weights(tiny_clip, small_shapes,
+                                                                                    monkeypatch):
+    first = run(tiny_clip, small_shapes, ["zeroshot", "retrieval"])
+    calls = []
+    original = tiny_clip.encode_text
+    monkeypatch.setattr(tiny_clip, "encode_text", lambda *a, **k: calls.append(1) or original(*a, **k))
+    again = run(tiny_clip, small_shapes, ["zeroshot", "retrieval"])
+    assert calls == [] and again["metrics"] == first["metrics"]
+    proj = tiny_clip.text.text_projection
+    with torch.no_grad():  # new text weights: a new fingerprint, so the tower runs again
+        proj.mul_(-1)
+    try:
+        run(tiny_clip, small_shapes, ["zeroshot"])
+        assert calls  # not served the old weights' features
+    finally:
+        with torch.no_grad():
+            proj.mul_(-1)
 
 
 def test_dataset_spec_string_and_its_split_errors(tiny_clip):

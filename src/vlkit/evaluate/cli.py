@@ -22,8 +22,9 @@ SUITES = ("calibration", "compositional", "conformal", "linear_probe", "retrieva
 DESCRIPTION = """\
 Evaluate a dual encoder on a dataset with one or more suites, write metrics.json,
 artifacts.json, metrics.md and report.html in --out, and print the metrics with their
-chance levels. Image features are cached (keyed by model, data and transform), so a second
-evaluation of the same model and data skips the image tower."""
+chance levels. Image features are cached (keyed by model, data and transform) and text
+features too (keyed by model and texts), so a second evaluation of the same model and data
+skips both towers."""
 
 EPILOG = """\
 examples:
@@ -61,7 +62,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="a dataset option, repeatable, e.g. skin_tones=false for openmoji (see `vlkit data list`)")
     p.add_argument("--batch-size", type=int, default=64, help="images encoded at once (default: 64)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: the model's)")
-    p.add_argument("--no-cache", action="store_true", help="encode images again instead of using the feature cache")
+    p.add_argument("--no-cache", action="store_true", help="encode images and texts again instead of using the feature cache")
     p.add_argument("--title", default=None, help="report heading (default: MODEL on DATA)")
     p.set_defaults(func=run_eval)
     return p

@@ -5,7 +5,8 @@ An evaluator asks for exactly what it needs, e.g. ``ctx.image_features("test")``
 ``ctx.meta("test")``.
 Nothing is computed before it is asked for, and nothing is computed twice: image features
 of a split are encoded once (through the feature cache, :class:`vlkit.data.cache.FeatureCache`,
-when it exists) and shared by every suite of a run; each distinct text is encoded once.
+when it exists) and shared by every suite of a run; each distinct text is encoded once
+(a model context also keeps text features in the feature cache, so a later run reuses them).
 
 Two sources fill a context:
 

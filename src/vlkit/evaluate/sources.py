@@ -11,6 +11,7 @@ normalize=True)``, ``preprocess(train=False)``, ``fingerprint()`` and a log-spac
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from typing import Any, Mapping
 
 import numpy as np
@@ -140,6 +141,16 @@ class ModelContext(EvalContext):
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
         if not callable(getattr(self.model, "encode_text", None)) or getattr(self.model, "text", 0) is None:
             raise self._missing_tower("text")
+        fingerprint = _call(self.model, "fingerprint")
+        if self._cache is None or fingerprint is None:
+            return self._run_text(texts)
+        # a chunk of texts (the base class encodes in chunks of text_batch_size), keyed by
+        # content, so a second evaluation of the same model skips the text tower as well
+        digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
+        key = {"model": fingerprint, "texts": digest, "n_texts": len(texts), "kind": "eval-text"}
+        return torch.as_tensor(self._cache.get(key, lambda: self._run_text(texts).float().cpu()))
+
+    def _run_text(self, texts: list[str]) -> torch.Tensor:
         with torch.no_grad(), _eval_mode(self.model):
             return self.model.encode_text(list(texts), normalize=True)
 
