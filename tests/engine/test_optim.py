@@ -79,6 +79,24 @@ def test_adamw_step_decays_only_the_decay_group():
     assert torch.equal(model.frozen.weight, before["frozen.weight"])
 
 
+def test_adamw_is_fused_where_it_can_be_and_steps_as_the_per_op_version():
+    models = {flag: Tiny() for flag in (None, False)}
+    models[False].load_state_dict(models[None].state_dict())
+    opts = {flag: build_optimizer(m, OptimConfig(name="adamw", lr=0.05, weight_decay=0.2, fused=flag))
+            for flag, m in models.items()}
+    assert opts[None].defaults["fused"] is True  # auto: every parameter is a float CPU tensor
+    assert not opts[False].defaults["fused"]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        grads = [torch.randn(p.shape, generator=g) for p in models[None].parameters()]
+        for flag, m in models.items():
+            for p, grad in zip(m.parameters(), grads):
+                p.grad = grad.clone() if p.requires_grad else None
+            opts[flag].step()
+    for (name, a), b in zip(models[None].named_parameters(), models[False].parameters()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
+
+
 def test_named_parameters_input_and_extra_exclusions():
     model = Tiny()
     opt = build_optimizer(model.named_parameters(), OptimConfig(name="sgd"),

@@ -9,7 +9,9 @@ lists in ``no_weight_decay()`` (positional embeddings, class tokens, ...). Froze
 
 Defaults per optimizer (used where the config leaves a field ``None``):
 
-- ``adamw``: lr 5e-4, wd 0.2, betas (0.9, 0.98), eps 1e-6 (open_clip's CLIP recipe).
+- ``adamw``: lr 5e-4, wd 0.2, betas (0.9, 0.98), eps 1e-6 (open_clip's CLIP recipe); torch's
+  fused implementation wherever the parameters allow it (``fused: null``; the same update up to
+  float rounding, several times faster than the per-op version on a CPU).
 - ``lion``: lr 1e-4, wd 1.0, betas (0.9, 0.99). The Lion paper advises an lr 3-10x smaller and a
   wd 3-10x larger than AdamW's, keeping lr * wd about equal: 5x each way here (lr * wd = 1e-4,
   as AdamW's). SAIL's recipe is lr 1e-5, wd 1e-4.
@@ -42,6 +44,7 @@ class OptimConfig:
     betas: tuple[float, float] | None = None  # adamw, lion
     eps: float = 1e-6  # adamw
     momentum: float = 0.9  # sgd
+    fused: bool | None = None  # adamw: torch's fused kernel; None: where the parameters allow it
 
 
 class Lion(torch.optim.Optimizer):
@@ -96,9 +99,20 @@ _DEFAULTS = {
 }
 
 
+def _fusable(groups) -> bool:
+    """torch's fused AdamW takes floating-point tensors on CPU or CUDA, all on one device type."""
+    params = [p for g in groups for p in g["params"]]
+    kinds = {p.device.type for p in params}
+    return len(kinds) == 1 and kinds <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
+
+
 @OPTIMIZERS.register("adamw")
 def _adamw(groups, cfg: OptimConfig):
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    # The fused kernel makes one pass over each tensor instead of one per elementwise op: on a
+    # CPU it cuts the optimizer step about 5x (in the throughput benchmark a 12.6M-parameter token embedding dominates it)
+    fused = _fusable(groups) if cfg.fused is None else bool(cfg.fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                             **({"fused": True} if fused else {}))
 
 
 @OPTIMIZERS.register("lion")
