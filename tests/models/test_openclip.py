@@ -70,6 +70,34 @@ def test_insides_equal_open_clip_forward(original, reference_tokens, tmp_path):
         assert torch.allclose(inside, original.encode_text(reference_tokens), atol=1e-6)
 
 
+def test_training_through_vlkit_blocks_gives_open_clips_loss_and_gradients(original, reference_tokens, tmp_path):
+    """vlkit runs open_clip's blocks with fewer copies (models.openclip_towers.resblock): same math."""
+    torch.save(original.state_dict(), tmp_path / "w.pt")
+    model = M.load(f"openclip:vlkit-test-tiny@{tmp_path / 'w.pt'}").train()
+    original.train()
+    from vlkit.models.openclip_towers import _fast_block_ok
+
+    assert all(_fast_block_ok(b) for b in [*model.visual.model.transformer.resblocks, *model.text.transformer.resblocks])
+    x = images(4, 32)
+
+    def loss_and_grads(image_features, text_features, params):
+        logits = image_features @ text_features[:3].T
+        loss = F.cross_entropy(logits[:3], torch.arange(3))
+        grads = torch.autograd.grad(loss, params)
+        return loss, {n: g for n, g in zip(names, grads)}
+
+    names = [n for n, _ in original.named_parameters() if not n.startswith("logit")]
+    ours_params = dict(model.named_parameters())  # the towers keep open_clip's names, one level down
+    ours_by_name = {n: ours_params["visual.model." + n[len("visual."):] if n.startswith("visual.") else "text." + n]
+                    for n in names}
+    theirs = loss_and_grads(original.encode_image(x, normalize=True), original.encode_text(reference_tokens, normalize=True),
+                            [p for n, p in original.named_parameters() if n in names])
+    ours = loss_and_grads(model.encode_image(x), model.encode_text(TEXTS), [ours_by_name[n] for n in names])
+    assert torch.allclose(ours[0], theirs[0], atol=1e-6)
+    for n in names:
+        assert torch.allclose(ours[1][n], theirs[1][n], atol=1e-5, rtol=1e-4), n
+
+
 def test_prompts_change_the_output_and_receive_gradients(tiny):
     x = images(2, 32)
     tokens = tiny.tokenize(["X X X X cat.", "X X X X dog."])

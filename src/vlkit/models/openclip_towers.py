@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import build
@@ -121,8 +122,48 @@ def _make_tokenizer(text_cfg: dict, assets: Path | None):
     return HFTokenizer(str(source), context_length=context, tokenizer_mode=text_cfg.get("tokenizer_mode"), **kwargs)
 
 
+def _fast_block_ok(block: nn.Module) -> bool:
+    """open_clip's plain pre-norm block with an ``nn.MultiheadAttention`` of fused q/k/v."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    attn = getattr(block, "attn", None)
+    return (type(block) is ResidualAttentionBlock and type(attn) is nn.MultiheadAttention
+            and attn._qkv_same_embed_dim and attn.bias_k is None and not attn.add_zero_attn
+            and not hasattr(block, "ln_1_kv"))
+
+
+def resblock(block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+             batch_first: bool = True) -> torch.Tensor:
+    """One open_clip residual block on batch-first ``x`` (B, N, W): open_clip's math, fewer copies.
+
+    ``nn.MultiheadAttention`` turns batch-first input sequence-first, splits q/k/v through
+    several reshapes and copies back: about a tenth of a small ViT's training step on a CPU.
+    Here q/k/v are strided views of one projection, fed to the same
+    ``scaled_dot_product_attention`` with the same weights, mask and dropout; the output
+    equals open_clip's up to float rounding (a test compares them). Any other block (LoRA's
+    attention, CustomResidualAttentionBlock, cross-attention, a boolean mask) runs its own
+    forward (sequence-first when the transformer is not ``batch_first``).
+    """
+    if not _fast_block_ok(block) or (attn_mask is not None and not attn_mask.is_floating_point()):
+        if batch_first:
+            return block(x, attn_mask=attn_mask)
+        return block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
+    attn = block.attn
+    b, n, w = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (B, N, 3W)
+    q, k, v = qkv.view(b, n, 3, heads, w // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, W/H)
+    mask = attn_mask.to(q.dtype) if attn_mask is not None else None
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                         dropout_p=attn.dropout if attn.training else 0.0)
+    out = attn.out_proj(out.transpose(1, 2).reshape(b, n, w))  # (B, N, W)
+    x = x + block.ls_1(out)
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
 class OpenCLIPVisionTower(TokenVisionTower):
-    """open_clip's VisionTransformer; the plain forward is open_clip's own."""
+    """open_clip's VisionTransformer, block by block through :func:`resblock` (open_clip's own
+    forward where the pooling or gradient checkpointing needs it)."""
 
     kind = "open_clip ViT"
 
@@ -138,8 +179,15 @@ class OpenCLIPVisionTower(TokenVisionTower):
     def forward(self, images, return_tokens: bool = False):
         if return_tokens:
             return self.forward_prompted(images, None, return_tokens=True)
-        out = self.model(images)
-        return out[0] if isinstance(out, tuple) else out
+        m = self.model
+        if m.attn_pool is not None or getattr(m.transformer, "grad_checkpointing", False):
+            out = m(images)
+            return out[0] if isinstance(out, tuple) else out
+        x = self._pre_norm(self._embed(images))  # (B, T, W)
+        for i in range(self.n_layers):
+            x = self._block(i, x)
+        pooled, _ = m._pool(x)
+        return pooled @ m.proj if m.proj is not None else pooled
 
     def forward_prompted(self, images, prompts=None, return_tokens: bool = False):
         if not self.supports_prompts:
@@ -158,10 +206,7 @@ class OpenCLIPVisionTower(TokenVisionTower):
         return self.model.ln_pre(x)
 
     def _block(self, i, x):
-        block = self.model.transformer.resblocks[i]
-        if self._batch_first:
-            return block(x)
-        return block(x.transpose(0, 1)).transpose(0, 1)
+        return resblock(self.model.transformer.resblocks[i], x, batch_first=self._batch_first)
 
     def _pool(self, x):
         pooled, tokens = self.model._pool(x)
@@ -258,7 +303,7 @@ class OpenCLIPTextTower(PromptableTextTower):
         return None if self.attn_mask is None else self.attn_mask[:length, :length]
 
     def _block(self, i, x, mask):
-        return self.transformer.resblocks[i](x, attn_mask=mask)
+        return resblock(self.transformer.resblocks[i], x, attn_mask=mask)
 
     def _finish(self, x, tokens):
         from open_clip.transformer import text_global_pool
