@@ -164,3 +164,16 @@ def test_pretraining_runs_the_trainable_tower_in_train_mode(tmp_path, monkeypatc
     model = __import__("vlkit").models.load(result.model_dir)
     bn = [m for m in model.visual.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
     assert bn.num_batches_tracked.item() == 2 and bn.running_mean.abs().sum() > 0
+
+
+def test_engine_compile_targets_the_towers_a_step_runs():
+    """engine.compile compiles the towers a step runs, never one read from the feature cache."""
+    import vlkit.models
+    from vlkit.objectives import build
+    from vlkit.pretrain.task import ContrastiveModule, ContrastiveTask
+
+    model = vlkit.models.load("preset:tiny-clip")
+    module = ContrastiveModule(model, build([{"name": "clip"}]))
+    assert ContrastiveTask(module).compile_targets() == [model.visual, model.text]
+    assert ContrastiveTask(module, text_cache=object()).compile_targets() == [model.visual]
+    assert ContrastiveTask(module, text_cache=object(), image_cache=object()).compile_targets() == []
