@@ -6,8 +6,8 @@ Both sides train the same open_clip ViT (64 px, patch 8, 6 x 256) + text transfo
 context 32) on synthetic image-caption pairs, one process, in this order, interleaved:
 open_clip fp32 and vlkit fp32 for ``--rounds`` rounds (each row prints its median; one run
 varies by 10-20% on a small shared machine), open_clip amp_bf16 once, vlkit ``precision:
-auto`` where it is not fp32, then both with torch.compile (open_clip_train
-``--torchcompile``, vlkit ``engine.compile``; ``--no-compile`` skips them). Each run is a subprocess, so neither side inherits the other's
+auto`` where it is not fp32, then both with torch.compile for ``--rounds`` rounds
+(open_clip_train ``--torchcompile``, vlkit ``engine.compile``; ``--no-compile`` skips them). Each run is a subprocess, so neither side inherits the other's
 warm state. Samples/s is the median over logged windows after the first (open_clip's own
 `samples/s` log; vlkit's metrics.jsonl), so start-up and compilation are excluded on both
 sides; the whole subprocess time is printed next to it.
@@ -149,7 +149,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--quick", action="store_true", help="tiny run to check the script works")
     p.add_argument("--rounds", type=int, default=3,
-                   help="interleaved rounds of the fp32 rows; each row prints its median (default 3)")
+                   help="interleaved rounds of the fp32 and compiled rows; each row prints its median (default 3)")
     p.add_argument("--no-compile", action="store_true",
                    help="skip the torch.compile rows (each compiles for a minute or two first)")
     args = p.parse_args()
@@ -170,7 +170,7 @@ def main() -> None:
         add("open_clip amp_bf16", run_openclip(work, "amp_bf16", steps if fast_bf16() else 4, batch))
         if fast_bf16():  # vlkit's precision: auto picks bf16 here; elsewhere auto is fp32 (the row above)
             add("vlkit auto (bf16 here)", run_vlkit(work, "auto", steps, batch))
-        if not args.no_compile:  # torch.compile on both sides (open_clip_train --torchcompile)
+        for _ in range(0 if args.no_compile else args.rounds):  # open_clip_train --torchcompile
             add("open_clip fp32 --torchcompile", run_openclip(work, "fp32", steps, batch, compile=True))
             add("vlkit fp32 engine.compile", run_vlkit(work, "fp32", steps, batch, compile=True))
         rates = {name: sorted(r["samples_per_s"] for r in runs) for name, runs in rows.items()}
