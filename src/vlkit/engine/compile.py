@@ -7,9 +7,9 @@ and DDP wraps the same module. Compiling the towers rather than the step keeps P
 work (feature-cache lookups, the loss schedule's float ``progress``) out of the graph, so it
 does not recompile every step.
 
-The first steps pay the compilation (about a minute and a half for a 6-layer ViT plus text
-transformer on 2 CPU cores; ``benchmarks/pretrain_throughput.py`` prints the steady-state
-gain), so it pays off on runs of many minutes, not on smoke runs. On a CPU, inductor needs a
+The first steps pay the compilation (a minute or more on a 2-core CPU for a 6-layer ViT plus
+text transformer; ``benchmarks/pretrain_throughput.py`` prints each run's whole time next to
+its steady-state speed), so it pays off on runs of many minutes, not on smoke runs. On a CPU, inductor needs a
 C++ compiler; without one the run is refused before training starts.
 """
 
