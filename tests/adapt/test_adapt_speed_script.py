@@ -64,3 +64,11 @@ def test_table_has_a_row_per_method_and_the_command_reproduces_the_run(bench, re
 def test_bad_arguments_are_refused(bench, argv):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
+
+
+def test_no_seeds_skips_the_seed_comparison_and_keeps_the_flag_in_the_command(bench):
+    args = ARGS[:ARGS.index("--methods")] + ["--methods", "clip_adapter"] + ARGS[ARGS.index("--shots"):] + ["--no-seeds"]
+    out = bench.main(args)
+    assert out["seeds"] is None and "3 seeds" not in out["table"] and "| clip_adapter (" in out["table"]
+    assert "--no-seeds" in shlex.split(out["command"])
+    assert vars(bench.parse_args(shlex.split(out["command"])[2:])) == vars(bench.parse_args(args))
