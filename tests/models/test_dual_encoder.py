@@ -101,3 +101,27 @@ def test_a_damaged_save_directory_is_a_user_error(tmp_path, tiny):
     (tmp_path / "m" / "config.json").write_text("{")
     with pytest.raises(UserError, match="not valid JSON"):
         M.load(str(tmp_path / "m"))
+
+
+def test_weights_that_no_longer_fit_name_the_vlkit_version_that_saved_them(tmp_path, tiny):
+    import json
+
+    import vlkit
+    from safetensors.torch import load_file, save_file
+
+    tiny.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["vlkit_version"] == vlkit.__version__
+    # an older release's parameter names: one key renamed, as a refactor between versions would
+    weights = load_file(tmp_path / "m" / "model.safetensors")
+    key = next(iter(weights))
+    weights["old_" + key] = weights.pop(key)
+    save_file(weights, tmp_path / "m" / "model.safetensors")
+    meta["vlkit_version"] = "0.0.9"
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=rf"saved by vlkit 0\.0\.9 and this is vlkit {vlkit.__version__}"):
+        M.load(str(tmp_path / "m"))
+    del meta["vlkit_version"]  # saved before the version was recorded
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="saved by an older vlkit"):
+        M.load(str(tmp_path / "m"))

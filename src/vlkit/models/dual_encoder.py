@@ -263,7 +263,9 @@ class DualEncoder(nn.Module):
         fp = self.fingerprint()
         save_model(self, str(path / "model.safetensors"), metadata={"format": FORMAT, "fingerprint": fp},
                    force_contiguous=True)
-        meta = {"format": FORMAT, "format_version": 1, "config": self.config,
+        from .. import __version__
+
+        meta = {"format": FORMAT, "format_version": 1, "vlkit_version": __version__, "config": self.config,
                 "frozen": self.frozen_parts(), "fingerprint": fp}
         (path / "config.json").write_text(json.dumps(meta, indent=2))
         return path
@@ -284,7 +286,14 @@ class DualEncoder(nn.Module):
         try:
             load_model(model, str(weights), strict=True)
         except Exception as e:  # safetensors' own errors, shape/key mismatches
-            raise UserError(f"{weights} is damaged or does not match its config.json ({str(e).splitlines()[0][:200]}); save the model again") from None
+            from .. import __version__
+
+            saved = meta.get("vlkit_version")  # absent: saved before vlkit recorded it
+            fix = ("save the model again" if saved == __version__ else
+                   f"it was saved by {'vlkit ' + saved if saved else 'an older vlkit'} and this is vlkit "
+                   f"{__version__}: load it with that version, or retrain it with this one")
+            raise UserError(f"{weights} is damaged or does not match its config.json "
+                            f"({str(e).splitlines()[0][:200]}); {fix}") from None
         model.config = copy.deepcopy(meta["config"])
         model.unfreeze("all")
         if meta.get("frozen"):
