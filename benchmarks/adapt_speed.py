@@ -340,17 +340,24 @@ def report_methods(args, feats: dict) -> list[str]:
 
 def report(args, feats: dict, seeds: dict | None, loads: list[str]) -> str:
     """Print the results; return the markdown table."""
-    rows = report_methods(args, feats)
-    build = f"| one-time cache build (s, views: {args.views}) | {feats['build_s']:.1f} | - | - | - | - | - |"
-    header = (f"| {args.data}, {args.shots} shots, {args.model} | cached (vlkit) s/epoch | re-encoding s/epoch | ratio "
-              "| max from caching images 1/(1 - image share) | test acc cached (%) | test acc re-encoding (%) |\n"
-              "|---|---|---|---|---|---|---|")
-    if seeds is None:  # --no-seeds
-        table = "\n".join([header, *rows, build])
-        print(f"  load average (1/5/15 min): start {loads[0]}, end {loads[1]}")
-        print(f"\nmarkdown (load average {loads[0]} -> {loads[1]}, {args.threads} torch threads):\n\n{table}\n")
-        print(f"command: {command_line(args)}")
-        return table
+    lines = [
+        f"| {args.data}, {args.shots} shots, {args.model} | cached (vlkit) s/epoch | re-encoding s/epoch | ratio "
+        "| max from caching images 1/(1 - image share) | test acc cached (%) | test acc re-encoding (%) |",
+        "|---|---|---|---|---|---|---|",
+        *report_methods(args, feats),
+        f"| one-time cache build (s, views: {args.views}) | {feats['build_s']:.1f} | - | - | - | - | - |",
+    ]
+    if seeds is not None:  # part 2 ran (not --no-seeds)
+        lines += report_seeds(args, seeds)
+    print(f"  load average (1/5/15 min): start {loads[0]}, end {loads[1]}")
+    table = "\n".join(lines)
+    print(f"\nmarkdown (load average {loads[0]} -> {loads[1]}, {args.threads} torch threads):\n\n{table}\n")
+    print(f"command: {command_line(args)}")
+    return table
+
+
+def report_seeds(args, seeds: dict) -> list[str]:
+    """Print the seed-sharing comparison; return its table rows."""
     warm_s, cold_s = sum(x["s"] for x in seeds["warm"]), sum(x["s"] for x in seeds["cold"])
     warm_n, cold_n = sum(x["encoded"] for x in seeds["warm"]), sum(x["encoded"] for x in seeds["cold"])
     measured = all(x["measured"] for x in seeds["cold"])
@@ -363,20 +370,12 @@ def report(args, feats: dict, seeds: dict | None, loads: list[str]) -> str:
     print(f"  shared store saves {cold_n - warm_n} image encodings ({100 * (1 - warm_n / max(1, cold_n)):.0f}%) "
           f"and {cold_s - warm_s:.1f} s ({cold_s / warm_s:.2f}x) over 3 seeds"
           f"{'' if measured else ' (cold seeds 2..3 estimated from image counts)'}")
-    print(f"  load average (1/5/15 min): start {loads[0]}, end {loads[1]}")
-
     how = "measured" if measured else "seeds 2..3 estimated"
-    table = "\n".join([
-        header,
-        *rows,
-        build,
+    return [
         f"| 3 seeds, images encoded (shared vs cold, {how}) | {warm_n} | {cold_n} | {cold_n / max(1, warm_n):.2f}x "
         "| - | - | - |",
         f"| 3 seeds, seconds (shared vs cold) | {warm_s:.1f} | {cold_s:.1f} | {cold_s / warm_s:.2f}x | - | - | - |",
-    ])
-    print(f"\nmarkdown (load average {loads[0]} -> {loads[1]}, {args.threads} torch threads):\n\n{table}\n")
-    print(f"command: {command_line(args)}")
-    return table
+    ]
 
 
 def main(argv=None) -> dict:
