@@ -43,7 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def row(result: dict) -> dict[str, list[float]]:
-    metrics = result.get("metrics", result)  # vlkit.evaluate.run: {"metrics": {...}, ...}
+    """R@1/5/10 both ways from ``vlkit.evaluate.run``'s result."""
+    metrics = result["metrics"]
     return {side: [float(metrics[key.format(k=k)]) for k in (1, 5, 10)] for side, key in KEYS.items()}
 
 
@@ -58,8 +59,10 @@ def main(argv=None) -> dict:
         for seed in args.seeds:
             cfg = pretrain.load_config(path, [*args.overrides, f"engine.seed={seed}", "time_budget_s=null",
                                               "engine.progress=false", f"out_dir={Path(tmp) / str(seed)}"])
-            if not cfg.eval.data:
-                raise SystemExit(f"recipe {args.recipe!r} evaluates nothing (eval.data is empty)")
+            if not cfg.eval.data or "retrieval" not in cfg.eval.suites:
+                raise SystemExit(f"error: recipe {args.recipe!r} does not evaluate retrieval (eval.data "
+                                 f"{cfg.eval.data!r}, eval.suites {cfg.eval.suites}); set eval.data and add retrieval "
+                                 "to eval.suites")
             t0 = time.perf_counter()
             res = pretrain.run(cfg)
             r = row(res.metrics)

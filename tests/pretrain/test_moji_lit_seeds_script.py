@@ -33,3 +33,9 @@ def test_each_seed_trains_and_the_summary_is_their_mean(bench):
 def test_bad_arguments_are_refused(bench, argv):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
+
+
+def test_a_recipe_without_retrieval_is_refused_before_training(bench, capsys):
+    with pytest.raises(SystemExit, match="does not evaluate retrieval"):
+        bench.main(["--recipe", "shapes-clip", "--seeds", "0", *TINY, "eval.suites=[compositional]"])
+    assert "seed 0:" not in capsys.readouterr().out  # nothing trained
