@@ -136,6 +136,31 @@ def test_trimmed_padding_gives_the_full_context_features(tiny):
     assert torch.allclose(text(tokens), full, atol=1e-5)
 
 
+def test_the_last_block_computes_only_the_pooled_token(tiny, monkeypatch):
+    """CLS and EOT pooling read one position: the last block runs for it alone, same features."""
+    import vlkit.models.openclip_towers as O
+
+    seen = []
+    rows_only = O.resblock_rows
+
+    def spy(*args, **kwargs):
+        out = rows_only(*args, **kwargs)
+        seen.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(O, "resblock_rows", spy)
+    x = images(3, 32)
+    tokens = tiny.tokenize(["a cat", "a small red heart on a table", "X"])
+    with torch.no_grad():
+        fast_image, fast_text = tiny.visual(x), tiny.text(tokens)
+        assert seen == [(3, 1, tiny.visual.width), (3, 1, tiny.text.width)]  # one row per image, per caption
+        full_image = tiny.visual.forward_prompted(x, prompts={})  # every block in full
+        full_text = tiny.text(tokens, return_tokens=True)["pooled"]
+    assert len(seen) == 2
+    assert torch.allclose(fast_image, full_image, atol=1e-5)
+    assert torch.allclose(fast_text, full_text, atol=1e-5)
+
+
 def test_bad_prompt_width_is_a_user_error(tiny):
     with pytest.raises(UserError, match="width is 64"):
         tiny.visual.forward_prompted(images(1, 32), {0: torch.zeros(2, 7)})

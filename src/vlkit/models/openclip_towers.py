@@ -161,6 +161,38 @@ def resblock(block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None =
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
+def resblock_rows(block: nn.Module, x: torch.Tensor, index: torch.Tensor | None = None,
+                  attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """A fast block's output (B, Q, W) at some positions only: the last block before a pooling
+    that reads one token (the ViT's CLS, the text tower's EOT).
+
+    Keys and values come from every position and queries from the kept ones, so the kept rows
+    equal :func:`resblock`'s at those positions up to float rounding; the other rows' attention
+    and MLP, which the pooling throws away, are never computed (about five sixths of the
+    block). ``index`` (B, Q): the positions to keep (default: the first, the CLS token).
+    ``attn_mask``: an additive float mask for the kept rows, (B, Q, N) or broadcastable.
+    The caller checks :func:`_fast_block_ok`.
+    """
+    attn = block.attn
+    b, n, w = x.shape
+    heads = attn.num_heads
+    if index is None:
+        rows = x[:, :1]  # (B, 1, W)
+    else:
+        rows = x.gather(1, index[..., None].expand(-1, -1, w))  # (B, Q, W)
+    bias = attn.in_proj_bias
+    q = F.linear(block.ln_1(rows), attn.in_proj_weight[:w], None if bias is None else bias[:w])  # (B, Q, W)
+    kv = F.linear(block.ln_1(x), attn.in_proj_weight[w:], None if bias is None else bias[w:])  # (B, N, 2W)
+    q = q.view(b, -1, heads, w // heads).transpose(1, 2)  # (B, H, Q, W/H)
+    k, v = kv.view(b, n, 2, heads, w // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, W/H)
+    mask = attn_mask.to(q.dtype)[:, None] if attn_mask is not None else None  # (B, 1, Q, N)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                         dropout_p=attn.dropout if attn.training else 0.0)
+    out = attn.out_proj(out.transpose(1, 2).reshape(b, -1, w))  # (B, Q, W)
+    rows = rows + block.ls_1(out)
+    return rows + block.ls_2(block.mlp(block.ln_2(rows)))
+
+
 class OpenCLIPVisionTower(TokenVisionTower):
     """open_clip's VisionTransformer, block by block through :func:`resblock` (open_clip's own
     forward where the pooling or gradient checkpointing needs it)."""
@@ -184,8 +216,12 @@ class OpenCLIPVisionTower(TokenVisionTower):
             out = m(images)
             return out[0] if isinstance(out, tuple) else out
         x = self._pre_norm(self._embed(images))  # (B, T, W)
-        for i in range(self.n_layers):
+        last = m.transformer.resblocks[-1] if self.n_layers else None
+        cls_only = m.pool_type == "tok" and last is not None and _fast_block_ok(last)
+        for i in range(self.n_layers - 1 if cls_only else self.n_layers):
             x = self._block(i, x)
+        if cls_only:  # the pooling reads the CLS token alone: the last block computes only it
+            x = resblock_rows(last, x)  # (B, 1, W)
         pooled, _ = m._pool(x)
         return pooled @ m.proj if m.proj is not None else pooled
 
@@ -304,6 +340,30 @@ class OpenCLIPTextTower(PromptableTextTower):
 
     def _block(self, i, x, mask):
         return resblock(self.transformer.resblocks[i], x, attn_mask=mask)
+
+    def _pooled_rows(self, x, tokens, mask):
+        """The last block at each caption's EOT/EOS alone: the pooling reads nothing else."""
+        last = self.transformer.resblocks[-1]
+        if self.pool_type not in ("argmax", "eos") or not _fast_block_ok(last):
+            return None
+        if mask is not None and not mask.is_floating_point():
+            return None
+        ids = tokens["input_ids"]
+        if self.pool_type == "argmax":
+            index = ids.argmax(dim=-1)  # (B,)
+        else:
+            index = (ids == self.eos_id).int().argmax(dim=-1)
+        index = index[:, None]  # (B, 1)
+        row_mask = None if mask is None else mask[index]  # (B, 1, L): each kept row's causal row
+
+        def finish(rows):  # (B, 1, W) -> (B, D)
+            pooled = self.ln_final(rows[:, 0])
+            proj = self.text_projection
+            if isinstance(proj, nn.Linear):
+                return proj(pooled)
+            return pooled if proj is None else pooled @ proj
+
+        return (lambda x: resblock_rows(last, x, index, row_mask)), finish
 
     def _finish(self, x, tokens):
         from open_clip.transformer import text_global_pool
