@@ -42,6 +42,26 @@ def test_collate_modes():
     assert len({tuple(t) for t in rnd}) > 1  # the seed changes the choice
 
 
+def test_train_augmentation_is_seeded_per_sample_and_leaves_the_callers_rng_alone():
+    ds = _small()
+    batch = [ds[i] for i in range(4)]
+    tf = image_transform(16, MEAN, STD, train=True, scale=(0.3, 1.0))
+    collate = collate_fn(tf, "first", seed=5)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    images = collate(batch)["images"]
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's stream goes on as if untouched
+    assert torch.equal(images, collate(batch)["images"])  # the same crops for the same (seed, epoch, index)
+    # each sample's crop is the transform under torch's generator seeded from (seed, epoch, index)
+    from vlkit.data.collate import _seed
+
+    for i, sample in enumerate(batch):
+        torch.manual_seed(_seed("aug", 5, 0, i))
+        assert torch.equal(images[i], tf(sample.image))
+    collate.set_epoch(1)
+    assert not torch.equal(images, collate(batch)["images"])  # a new epoch draws new crops
+
+
 def _run(loader, n_batches):
     out = []
     for _ in range(n_batches):
