@@ -357,25 +357,22 @@ class OpenCLIPTextTower(PromptableTextTower):
         row_mask = None if mask is None else mask[index]  # (B, 1, L): each kept row's causal row
 
         def finish(rows):  # (B, 1, W) -> (B, D)
-            pooled = self.ln_final(rows[:, 0])
-            proj = self.text_projection
-            if isinstance(proj, nn.Linear):
-                return proj(pooled)
-            return pooled if proj is None else pooled @ proj
+            return self._project(self.ln_final(rows[:, 0]))
 
         return (lambda x: resblock_rows(last, x, index, row_mask)), finish
+
+    def _project(self, x):
+        proj = self.text_projection
+        if isinstance(proj, nn.Linear):
+            return proj(x)
+        return x if proj is None else x @ proj
 
     def _finish(self, x, tokens):
         from open_clip.transformer import text_global_pool
 
         x = self.ln_final(x)  # (B, L, W)
         pooled = text_global_pool(x, tokens["input_ids"], self.pool_type, eos_token_id=self.eos_id)
-        proj = self.text_projection
-        if isinstance(proj, nn.Linear):
-            return proj(pooled), proj(x)
-        if proj is not None:
-            return pooled @ proj, x @ proj
-        return pooled, x
+        return self._project(pooled), self._project(x)
 
 
 def _image_size(vision_cfg: dict) -> int:
