@@ -341,7 +341,7 @@ class OpenCLIPTextTower(PromptableTextTower):
     def _block(self, i, x, mask):
         return resblock(self.transformer.resblocks[i], x, attn_mask=mask)
 
-    def _pooled_rows(self, x, tokens, mask):
+    def _pooled_last_block(self, tokens, mask):
         """The last block at each caption's EOT/EOS alone: the pooling reads nothing else."""
         last = self.transformer.resblocks[-1]
         if self.pool_type not in ("argmax", "eos") or not _fast_block_ok(last):
@@ -356,10 +356,10 @@ class OpenCLIPTextTower(PromptableTextTower):
         index = index[:, None]  # (B, 1)
         row_mask = None if mask is None else mask[index]  # (B, 1, L): each kept row's causal row
 
-        def finish(rows):  # (B, 1, W) -> (B, D)
-            return self._project(self.ln_final(rows[:, 0]))
+        def pooled(x):  # (B, L, W) -> (B, D)
+            return self._project(self.ln_final(resblock_rows(last, x, index, row_mask)[:, 0]))
 
-        return (lambda x: resblock_rows(last, x, index, row_mask)), finish
+        return pooled
 
     def _project(self, x):
         proj = self.text_projection

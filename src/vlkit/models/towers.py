@@ -231,10 +231,10 @@ class PromptableTextTower(TextTower):
     def _finish(self, x, tokens):
         raise NotImplementedError
 
-    def _pooled_rows(self, x, tokens, mask):
-        """Optional: ``(rows, finish)`` when the pooled feature reads one position per caption:
-        ``rows(x) -> (B, 1, W)``, the last block's output at that position alone, and
-        ``finish(rows) -> pooled``. ``None`` (the default) runs the last block in full."""
+    def _pooled_last_block(self, tokens, mask):
+        """Optional: when the pooled feature reads one position per caption, a function that
+        takes the last block's input (B, L, W) and returns the pooled feature from that
+        position alone. ``None`` (the default) runs the last block in full."""
         return None
 
     def forward_embeddings(self, embeds, tokens, deep_prompts=None, prompt_start: int = 1, return_tokens=False):
@@ -245,7 +245,7 @@ class PromptableTextTower(TextTower):
         x = self._input(embeds, tokens)  # (B, L, W)
         mask = self._mask(x, tokens)
         batch, length = x.shape[0], x.shape[1]
-        short = None if return_tokens or not self.n_layers else self._pooled_rows(x, tokens, mask)
+        last = None if return_tokens or not self.n_layers else self._pooled_last_block(tokens, mask)
         for i in range(self.n_layers):
             if i in deep:
                 p = _expand_prompt(deep[i], batch, self.width, f"deep prompt at layer {i}", x)
@@ -253,9 +253,8 @@ class PromptableTextTower(TextTower):
                 if prompt_start < 0 or end > length:
                     raise UserError(f"deep prompt at layer {i} covers positions {prompt_start}..{end - 1}, beyond length {length}")
                 x = torch.cat([x[:, :prompt_start], p, x[:, end:]], dim=1)  # (B, L, W)
-            if short is not None and i == self.n_layers - 1:
-                rows, finish = short
-                return finish(rows(x))
+            if last is not None and i == self.n_layers - 1:
+                return last(x)
             x = self._block(i, x, mask)
         pooled, feats = self._finish(x, tokens)
         return tower_output(pooled, feats, tokens["attention_mask"], return_tokens)
