@@ -85,3 +85,22 @@ def test_loader_resumes_exactly_where_it_stopped():
     assert head + _run(resumed, 3) == full
     epoch0 = sorted(i for idx, _, _ in full[:3] for i in idx)
     assert epoch0 == list(range(40)) and full[0][0] != full[3][0]  # a new order each epoch
+
+
+def test_worker_processes_draw_the_same_batches_as_the_main_process():
+    # the per-sample reseed makes augmentations independent of which process collates: a run
+    # with DataLoader workers, and one resumed mid-epoch with them, sees exactly the same batches
+    from vlkit.engine import DatasetBatches
+
+    ds = _small().subset(range(24))
+    tf = image_transform(16, MEAN, STD, train=True, scale=(0.3, 1.0))
+
+    def batches(workers, epoch, start):
+        source = DatasetBatches(ds, 8, collate_fn(tf, "random", seed=2), seed=2, num_workers=workers)
+        return [(b["index"].tolist(), b["texts"], b["images"]) for b in source.batches(epoch, start)]
+
+    main, workers = batches(0, 1, 0), batches(2, 1, 0)
+    assert [b[:2] for b in main] == [b[:2] for b in workers]
+    assert all(torch.equal(m[2], w[2]) for m, w in zip(main, workers))
+    resumed = batches(2, 1, 1)
+    assert all(torch.equal(m[2], r[2]) for m, r in zip(main[1:], resumed)) and len(resumed) == 2

@@ -14,10 +14,12 @@ its contiguous slice of every global batch, so the ranks together see exactly th
 single process would see; ``batch_size`` must divide by the world size. Incomplete last batches
 are dropped (every step sees a full global batch; DDP needs equal shards).
 
-With ``num_workers > 0`` a DataLoader reads the same index lists in worker processes; the order
-stays exact, but random augmentations inside workers are then seeded per worker, so a resumed
-run may draw different augmentations than an uninterrupted one. With ``num_workers=0`` (the
-default) random transforms use the main process's RNG, which checkpoints restore: exact.
+With ``num_workers > 0`` a DataLoader reads the same index lists in worker processes, and the
+batches stay exact with :class:`vlkit.data.collate.Collate`: it reseeds every augmented sample
+from (seed, epoch, index), so no draw depends on the process that collates or on what it drew
+before, and a resumed run sees the same crops as an uninterrupted one. A ``collate_fn`` that
+draws from the global RNG without reseeding is exact only with ``num_workers=0`` (the default),
+where it uses the main process's RNG, which checkpoints restore.
 """
 
 from __future__ import annotations
