@@ -32,7 +32,7 @@ class EngineConfig:
     keep_last: int = 2  # checkpoints kept on disk; 0: keep all
     log_every: int = 10  # steps between metrics lines (the last step is always logged)
     seed: int = 0  # torch/numpy/random seed (+ rank) and the data order seed
-    num_workers: int = 0  # DataLoader worker processes for the batches (exact either way with vlkit Collate)
+    num_workers: int = 0  # DataLoader worker processes (batches stay exact: Collate reseeds per sample)
     progress: bool = True  # tqdm bar on rank 0
     tensorboard: bool = True  # TensorBoard events too, when tensorboard is installed
     save_safetensors: bool = True  # write <out_dir>/model.safetensors at the end
