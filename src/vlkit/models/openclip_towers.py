@@ -346,8 +346,8 @@ class OpenCLIPTextTower(PromptableTextTower):
         last = self.transformer.resblocks[-1]
         if self.pool_type not in ("argmax", "eos") or not _fast_block_ok(last):
             return None
-        if mask is not None and not mask.is_floating_point():
-            return None
+        if mask is not None and (not mask.is_floating_point() or mask.dim() != 2):
+            return None  # a boolean or per-caption mask: the full block (kept rows index an (L, L) mask)
         ids = tokens["input_ids"]
         if self.pool_type == "argmax":
             index = ids.argmax(dim=-1)  # (B,)
