@@ -1,11 +1,13 @@
-"""Optimizers: Lion's update by hand, weight-decay groups, defaults, errors, grad clipping."""
+"""Optimizers: Lion's and Muon's updates by hand, weight-decay groups, defaults, errors, grad
+clipping."""
 
 import pytest
 import torch
 from torch import nn
 
 from vlkit import config as vconfig
-from vlkit.engine.optim import Lion, OptimConfig, build_optimizer, clip_grad_norm, resolve
+from vlkit.engine.optim import (Lion, Muon, OptimConfig, build_optimizer, clip_grad_norm,
+                                orthogonalize, resolve)
 from vlkit.errors import UserError
 
 
@@ -118,7 +120,7 @@ def test_lion_defaults_and_config_from_yaml_like_mapping():
 
 
 def test_errors_name_the_fix():
-    with pytest.raises(UserError, match="valid: adamw, lion, sgd"):
+    with pytest.raises(UserError, match="valid: adamw, lion, muon, sgd"):
         build_optimizer(Tiny(), OptimConfig(name="adam"))
     with pytest.raises(UserError, match="lr"):
         build_optimizer(Tiny(), OptimConfig(lr=0.0))
@@ -137,3 +139,98 @@ def test_clip_grad_norm_returns_norm_and_clips():
     assert clip_grad_norm([w], 1.0) == pytest.approx(5.0)  # the norm before clipping
     assert torch.allclose(w.grad, torch.tensor([0.6, 0.8]), atol=1e-5)
     assert clip_grad_norm(nn.Linear(2, 2), 1.0) == 0.0  # no gradients yet
+
+
+def test_orthogonalize_gives_the_polar_factor_approximately():
+    g = torch.Generator().manual_seed(0)
+    for shape in [(6, 10), (10, 6)]:  # wide and tall
+        m = torch.randn(*shape, generator=g)
+        u, _, vh = torch.linalg.svd(m, full_matrices=False)
+        o = orthogonalize(m)
+        assert o.shape == m.shape
+        sv = torch.linalg.svdvals(o)
+        assert sv.min() > 0.5 and sv.max() < 1.3  # all singular values pulled towards 1
+        # same singular vectors as U V^T: projecting onto them leaves a diagonal
+        inner = u.T @ o @ vh.T
+        assert torch.allclose(inner, torch.diag(torch.diagonal(inner)), atol=1e-4)
+
+
+class Convy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3)
+        self.embed = nn.Embedding(5, 4)
+        self.proj = nn.Linear(4, 4, bias=False)
+        self.norm = nn.LayerNorm(4)
+        self.logit_scale = nn.Parameter(torch.tensor(2.0))
+
+
+def test_muon_steps_matrices_and_conv_filters_and_the_rest_as_adamw():
+    model = Convy()
+    opt = build_optimizer(model, OptimConfig(name="muon", lr=0.01, weight_decay=0.1))
+    assert isinstance(opt, Muon)
+    groups = groups_by_label(opt)
+    assert groups["muon"]["param_names"] == ["conv.weight", "proj.weight"]  # no embedding table
+    assert groups["decay"]["param_names"] == ["embed.weight"] and not groups["decay"]["muon"]
+    assert set(groups["no_decay"]["param_names"]) == {"conv.bias", "norm.weight", "norm.bias",
+                                                      "logit_scale"}
+    assert groups["no_decay"]["weight_decay"] == 0.0 and groups["muon"]["weight_decay"] == 0.1
+    assert resolve(OptimConfig(name="muon")).momentum == 0.95
+    assert resolve(OptimConfig(name="sgd")).momentum == 0.9
+
+
+def test_muon_two_steps_by_its_formula_and_adamw_part_as_torch_adamw():
+    torch.manual_seed(0)
+    conv = nn.Parameter(torch.randn(3, 2, 3, 3))
+    bias = nn.Parameter(torch.randn(3))
+    twin = nn.Parameter(bias.detach().clone())
+    lr, wd, mu = 0.01, 0.1, 0.95
+    opt = Muon([{"params": [conv], "muon": True, "weight_decay": wd},
+                {"params": [bias], "weight_decay": 0.0}],
+               lr=lr, momentum=mu, betas=(0.9, 0.98), eps=1e-6)
+    ref = torch.optim.AdamW([twin], lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0)
+    m = torch.zeros_like(conv)
+    for _ in range(2):
+        g, gb = torch.randn_like(conv), torch.randn_like(bias)
+        conv.grad, bias.grad, twin.grad = g, gb, gb.clone()
+        before = conv.detach().clone()
+        opt.step()
+        ref.step()
+        m = mu * m + (1 - mu) * g
+        u = ((1 - mu) * g + mu * m).reshape(3, 18)  # a conv filter as an (out, in*kh*kw) matrix
+        expected = before * (1 - lr * wd) - lr * 0.2 * 18**0.5 * orthogonalize(u).view_as(conv)
+        assert torch.allclose(conv.detach(), expected, atol=1e-6)
+        assert torch.allclose(bias.detach(), twin.detach(), atol=1e-6)
+    assert torch.allclose(opt.state[conv]["momentum_buffer"], m, atol=1e-6)
+    # The update's RMS is about AdamW's (about 1 per entry), so AdamW's lr carries over.
+    rms = (orthogonalize(u) * 0.2 * 18 ** 0.5).pow(2).mean().sqrt()
+    assert 0.1 < rms < 0.5  # 0.2 * sqrt(max / min) = 0.2 * sqrt(6) ~ 0.49 at most
+
+
+def test_muon_trains_and_its_state_round_trips_without_pickle(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 1))
+    x = torch.randn(64, 8)
+    y = x @ torch.randn(8, 1)
+    opt = build_optimizer(model, OptimConfig(name="muon", lr=0.05))
+    first = None
+    for _ in range(100):
+        loss = nn.functional.mse_loss(model(x), y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.01 * first
+    torch.save(opt.state_dict(), tmp_path / "opt.pt")
+    fresh = build_optimizer(model, OptimConfig(name="muon", lr=0.05))
+    fresh.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
+    assert [g["muon"] for g in fresh.param_groups] == [g["muon"] for g in opt.param_groups]
+    w = model[0].weight
+    assert torch.equal(fresh.state[w]["momentum_buffer"], opt.state[w]["momentum_buffer"])
+
+
+def test_muon_refuses_a_vector_in_a_muon_group():
+    with pytest.raises(UserError, match="matrices and conv filters"):
+        Muon([{"params": [nn.Parameter(torch.ones(3))], "muon": True}])
+    with pytest.raises(UserError, match="momentum"):
+        Muon([nn.Parameter(torch.ones(2, 2))], momentum=1.0)

@@ -42,6 +42,17 @@ def test_crashed_then_resumed_run_equals_uninterrupted_run(tmp_path, crash_step)
     assert resumed_task.calls == full_task.calls == 16  # task state (extra_state) came back
 
 
+@pytest.mark.parametrize("name", ["lion", "muon"])  # optimizers with vlkit's own state layouts
+def test_resume_is_exact_with_the_engine_optimizers(tmp_path, name):
+    cfg = toy_config(epochs=1, checkpoint_every=4, optim={"name": name, "lr": 0.01})
+    full = fit(ToyTask(custom_optim=False), toy_data(), cfg, tmp_path / "full")
+    out = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(ToyTask(custom_optim=False), toy_data(), cfg, out, hooks=[CrashAfterCheckpoint(4)])
+    resumed = fit(ToyTask(custom_optim=False, init_seed=123), toy_data(), cfg, out, resume=True)
+    assert curve(resumed.history) == curve(full.history)  # bit-exact, optimizer state included
+
+
 def test_sigkilled_process_resumes_exactly(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     script = [sys.executable, str(HERE / "toy_run.py"), str(tmp_path / "run"), "--steps", "14"]

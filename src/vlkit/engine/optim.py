@@ -1,4 +1,4 @@
-"""Optimizers: AdamW, Lion and SGD with the weight-decay exclusions CLIP training uses.
+"""Optimizers: AdamW, Lion, Muon and SGD with the weight-decay exclusions CLIP training uses.
 
 :func:`build_optimizer` splits the trainable parameters into two groups: with weight decay, and
 without it for parameters where decay only hurts (open_clip's rule): 1-D and 0-D tensors (biases,
@@ -15,9 +15,22 @@ Defaults per optimizer (used where the config leaves a field ``None``):
 - ``lion``: lr 1e-4, wd 1.0, betas (0.9, 0.99). The Lion paper advises an lr 3-10x smaller and a
   wd 3-10x larger than AdamW's, keeping lr * wd about equal: 5x each way here (lr * wd = 1e-4,
   as AdamW's). SAIL's recipe is lr 1e-5, wd 1e-4.
+- ``muon``: lr 1e-3, wd 0.1, momentum 0.95 (Nesterov); betas (0.9, 0.98), eps 1e-6 for the
+  parameters it steps as AdamW. Its update is scaled to AdamW's RMS, so AdamW's lr carries over.
 - ``sgd``: lr 1e-2, wd 5e-4, momentum 0.9 (Dassl/CoOp use SGD, lr 2e-3, wd 5e-4).
 
 :class:`Lion`: "Symbolic Discovery of Optimization Algorithms" (Chen et al., arXiv 2302.06675).
+
+:class:`Muon`: Jordan et al. 2024, "Muon: an optimizer for hidden layers in neural networks"
+(kellerjordan.github.io/posts/muon), with the weight decay and the update scale of Liu et al.
+2025, "Muon is Scalable for LLM Training" (arXiv 2502.16982). Muon steps the weight matrices and
+convolution filters that take weight decay; embedding tables and every parameter of the
+no-decay group (biases, norms, temperatures, positional embeddings) step as AdamW, as both
+papers do. Deviations: a conv filter is orthogonalized as its (out, in * kh * kw) matrix (Jordan's
+CIFAR-10 speedruns do the same; the LLM papers have no convolutions), the projection heads are
+stepped by Muon like any hidden matrix, and Newton-Schulz runs in fp32 (the reference uses
+bf16, which CPUs without bf16 units emulate slowly). ``torch.optim.Muon`` takes 2-D parameters
+only and no AdamW part, hence this class.
 """
 
 from __future__ import annotations
@@ -32,18 +45,19 @@ from torch import nn
 from ..errors import UserError
 from ..registry import Registry
 
-__all__ = ["OptimConfig", "Lion", "OPTIMIZERS", "build_optimizer", "param_groups",
+__all__ = ["OptimConfig", "Lion", "Muon", "orthogonalize", "OPTIMIZERS", "build_optimizer",
+           "param_groups", "muon_groups",
            "resolve", "clip_grad_norm"]
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"  # adamw | lion | sgd
+    name: str = "adamw"  # adamw | lion | muon | sgd
     lr: float | None = None  # None: the optimizer's default (module docstring)
     weight_decay: float | None = None
-    betas: tuple[float, float] | None = None  # adamw, lion
-    eps: float = 1e-6  # adamw
-    momentum: float = 0.9  # sgd
+    betas: tuple[float, float] | None = None  # adamw, lion, muon (its AdamW part)
+    eps: float = 1e-6  # adamw, muon (its AdamW part)
+    momentum: float | None = None  # sgd (default 0.9), muon (default 0.95)
     fused: bool | None = None  # adamw: torch's fused kernel; None: where the parameters allow it
 
 
@@ -91,11 +105,102 @@ class Lion(torch.optim.Optimizer):
         return loss
 
 
+_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Jordan's quintic Newton-Schulz iteration
+
+
+def orthogonalize(matrix: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+    """About U V^T for ``matrix`` = U S V^T (2-D), by Muon's Newton-Schulz iteration, in fp32.
+
+    The iteration maps every singular value into roughly [0.7, 1.2] rather than exactly 1, which
+    Jordan reports trains as well as the exact U V^T.
+    """
+    a, b, c = _NS_COEFFICIENTS
+    x = matrix.float()
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    x = x / (x.norm() + eps)  # spectral norm <= Frobenius norm <= 1: inside the iteration's range
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if tall else x).to(matrix.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon for the groups marked ``muon=True``, AdamW for the others (see the module docstring).
+
+    Per step, for a Muon parameter W of shape (out, ...) with gradient g and momentum m (zeros
+    at first):
+        m <- mu * m + (1 - mu) * g;    u = (1 - mu) * g + mu * m          (Nesterov)
+        O = orthogonalize(u as an (out, rest) matrix) * 0.2 * sqrt(max(out, rest))
+        W <- W * (1 - lr * wd) - lr * O
+    0.2 * sqrt(max(out, rest)) gives O about the RMS of an AdamW update (Liu et al. 2025), so the
+    two kinds of group share one lr and one schedule. Other groups take torch's AdamW update.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.95,
+                 betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
+                 weight_decay: float = 0.0, ns_steps: int = 5):
+        if lr <= 0:
+            raise UserError(f"Muon lr must be > 0, got {lr}")
+        if not 0.0 <= momentum < 1.0:
+            raise UserError(f"Muon momentum must be in [0, 1), got {momentum}; the paper uses 0.95")
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise UserError(f"Muon betas (its AdamW part) must be in [0, 1), got {betas}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay, ns_steps=ns_steps, muon=False))
+        for group in self.param_groups:
+            if group["muon"] and any(p.ndim < 2 for p in group["params"]):
+                raise UserError("Muon steps matrices and conv filters only; put 1-D parameters "
+                                "in a group with muon=False")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if group["muon"]:
+                    update = self._muon_update(p, group)
+                else:
+                    update = self._adamw_update(p, group)
+                p.mul_(1 - lr * wd)
+                p.add_(update, alpha=-lr)
+        return loss
+
+    def _muon_update(self, p: torch.Tensor, group: dict) -> torch.Tensor:
+        state, mu = self.state[p], group["momentum"]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p)
+        m = state["momentum_buffer"].lerp_(p.grad, 1 - mu)
+        u = p.grad.lerp(m, mu).reshape(p.shape[0], -1)
+        return orthogonalize(u, group["ns_steps"]).mul_(0.2 * max(u.shape) ** 0.5).view_as(p)
+
+    def _adamw_update(self, p: torch.Tensor, group: dict) -> torch.Tensor:
+        state, (beta1, beta2) = self.state[p], group["betas"]
+        if "step" not in state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        state["step"] += 1
+        t, g = state["step"], p.grad
+        state["exp_avg"].lerp_(g, 1 - beta1)
+        state["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = (state["exp_avg_sq"] / (1 - beta2 ** t)).sqrt_().add_(group["eps"])
+        return (state["exp_avg"] / (1 - beta1 ** t)).div_(denom)
+
+
 OPTIMIZERS: Registry = Registry("optimizer")
 _DEFAULTS = {
     "adamw": dict(lr=5e-4, weight_decay=0.2, betas=(0.9, 0.98)),
     "lion": dict(lr=1e-4, weight_decay=1.0, betas=(0.9, 0.99)),
-    "sgd": dict(lr=1e-2, weight_decay=5e-4, betas=None),
+    "muon": dict(lr=1e-3, weight_decay=0.1, betas=(0.9, 0.98), momentum=0.95),
+    "sgd": dict(lr=1e-2, weight_decay=5e-4, betas=None, momentum=0.9),
 }
 
 
@@ -118,6 +223,11 @@ def _adamw(groups, cfg: OptimConfig):
 @OPTIMIZERS.register("lion")
 def _lion(groups, cfg: OptimConfig):
     return Lion(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+@OPTIMIZERS.register("muon")
+def _muon(groups, cfg: OptimConfig):
+    return Muon(groups, lr=cfg.lr, momentum=cfg.momentum, betas=tuple(cfg.betas), eps=cfg.eps)
 
 
 @OPTIMIZERS.register("sgd")
@@ -175,11 +285,34 @@ def param_groups(model_or_named, weight_decay: float, no_weight_decay: Iterable[
     return groups
 
 
+def muon_groups(groups: list[dict], embeddings: Iterable[str] = ()) -> list[dict]:
+    """Split :func:`param_groups`' output for :class:`Muon`: the decay group's matrices and conv
+    filters (not the ``embeddings`` named) form the ``"muon"`` group; the rest step as AdamW."""
+    embeddings = set(embeddings)
+    out = []
+    for g in groups:
+        named = list(zip(g["param_names"], g["params"]))
+        is_muon = [g["group"] == "decay" and p.ndim >= 2 and n not in embeddings for n, p in named]
+        for flag, label in ((True, "muon"), (False, g["group"])):
+            part = [(n, p) for (n, p), m in zip(named, is_muon) if m == flag]
+            if part:
+                out.append({**g, "params": [p for _, p in part],
+                            "param_names": [n for n, _ in part], "group": label, "muon": flag})
+    return out
+
+
 def build_optimizer(model_or_named, cfg: OptimConfig | None = None,
                     no_weight_decay: Iterable[str] = ()) -> torch.optim.Optimizer:
     """An optimizer over the trainable parameters, decay groups split as described above."""
     cfg = resolve(cfg or OptimConfig())
     groups = param_groups(model_or_named, cfg.weight_decay, no_weight_decay)
+    if cfg.name == "muon":
+        embeddings = ()
+        if isinstance(model_or_named, nn.Module):
+            embeddings = [f"{name}.weight" if name else "weight"
+                          for name, mod in model_or_named.named_modules()
+                          if isinstance(mod, nn.Embedding)]
+        groups = muon_groups(groups, embeddings)
     return OPTIMIZERS.get(cfg.name)(groups, cfg)
 
 
