@@ -51,6 +51,33 @@ def test_tiny_clip_learns_on_shapes_from_the_cli(tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
 
 
+def test_lightclip_recipe_trains_its_token_term(tmp_path):
+    """shapes-clip's LightCLIP objective gets both towers' tokens, so its patch-word term trains."""
+    import json
+
+    def run(out, *extra):
+        cfg = pretrain.load_config(ROOT / "configs/pretrain/shapes-clip.yaml", [
+            "model=preset:tiny-clip", "data.max_samples=32", "engine.steps=2", "engine.batch_size=16",
+            "engine.schedule.warmup_steps=1", "engine.log_every=1", "eval.data=null",
+            f"out_dir={tmp_path / out}", *QUICK, *extra])
+        pretrain.run(cfg)
+        return [json.loads(line) for line in (tmp_path / out / "metrics.jsonl").read_text().splitlines()]
+
+    logged = run("tokens")
+    assert all(line["lightclip.token_loss"] > 0 for line in logged)
+    off = run("no-tokens", "objectives=[{name: lightclip, token_weight: 0}]")
+    assert not any("lightclip.token_loss" in line for line in off)
+
+
+def test_token_objective_with_a_tower_without_tokens_is_one_clear_error(tmp_path):
+    cfg = pretrain.load_config(ROOT / "configs/pretrain/moji-lit.yaml", [
+        "model=preset:moji-lit-cnn", "objectives=[{name: lightclip}]", "data.max_samples=32",
+        "engine.steps=2", "engine.batch_size=16", "engine.schedule.warmup_steps=1", "eval.data=null",
+        f"out_dir={tmp_path}", *QUICK])
+    with pytest.raises(UserError, match="no tokens"):
+        pretrain.run(cfg)
+
+
 def test_frozen_text_tower_is_encoded_once_not_every_step(tmp_path, monkeypatch):
     """LiT: MiniLM's features of every caption come from the cache; it never runs in a step."""
     cfg = pretrain.load_config(ROOT / "configs/pretrain/moji-lit.yaml", [

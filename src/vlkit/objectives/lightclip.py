@@ -50,7 +50,7 @@ __all__ = ["LightClipConfig", "LightClipLoss", "soft_negative_targets", "token_s
 class LightClipConfig:
     eps_max: float = 0.1  # share of the target spread over negatives at the end of the ramp
     ramp_end: float = 1.0  # progress at which eps reaches eps_max
-    token_weight: float = 1.0  # weight of token_loss inside this objective
+    token_weight: float = 1.0  # weight of token_loss inside this objective; 0: no token term
     local_loss: bool = False
     gather_with_grad: bool = True
     token_chunk: int = 8_000_000  # max elements of one (rows, B, T, P) similarity block
@@ -94,11 +94,21 @@ def token_similarity(image_tokens: torch.Tensor, text_tokens: torch.Tensor,
 
 @register("lightclip")
 class LightClipLoss(Objective):
-    """Returns ``{"contrastive_loss", "token_loss"?}`` (token term only when tokens are given)."""
+    """Returns ``{"contrastive_loss", "token_loss"?}`` (token term only when tokens are given).
+
+    With ``token_weight > 0`` the objective asks the training task for both towers' tokens
+    (``requires``), so a pretraining run computes the token term every step; a tower without
+    token features is refused in one line, and ``token_weight: 0`` trains without the term.
+    """
 
     Config = LightClipConfig
     init_logit_scale = CLIP_INIT_LOGIT_SCALE
     logit_scale_range = (0.0, LN_100)
+
+    def __init__(self, cfg=None):
+        super().__init__(cfg)
+        if self.cfg.token_weight > 0:
+            self.requires = ("image_tokens", "text_tokens")
 
     def eps(self, progress: float | None) -> float:
         """Negative-label share at training ``progress`` (see the module docstring)."""
