@@ -234,3 +234,20 @@ def test_muon_refuses_a_vector_in_a_muon_group():
         Muon([{"params": [nn.Parameter(torch.ones(3))], "muon": True}])
     with pytest.raises(UserError, match="momentum"):
         Muon([nn.Parameter(torch.ones(2, 2))], momentum=1.0)
+
+
+@pytest.mark.parametrize("name", ["lion", "muon"])
+def test_step_with_a_closure_returns_its_loss_and_steps(name):
+    model = nn.Linear(3, 2)
+    before = model.weight.detach().clone()
+    opt = build_optimizer(model, OptimConfig(name=name, lr=0.01))
+
+    def closure():
+        opt.zero_grad()
+        loss = model(torch.ones(4, 3)).pow(2).sum()
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert torch.is_tensor(loss) and loss.item() > 0
+    assert not torch.equal(model.weight.detach(), before)
