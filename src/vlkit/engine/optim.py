@@ -46,8 +46,7 @@ from ..errors import UserError
 from ..registry import Registry
 
 __all__ = ["OptimConfig", "Lion", "Muon", "orthogonalize", "OPTIMIZERS", "build_optimizer",
-           "param_groups", "muon_groups",
-           "resolve", "clip_grad_norm"]
+           "param_groups", "muon_groups", "resolve", "clip_grad_norm"]
 
 
 @dataclass
