@@ -16,7 +16,8 @@ Defaults per optimizer (used where the config leaves a field ``None``):
   wd 3-10x larger than AdamW's, keeping lr * wd about equal: 5x each way here (lr * wd = 1e-4,
   as AdamW's). SAIL's recipe is lr 1e-5, wd 1e-4.
 - ``muon``: lr 1e-3, wd 0.1, momentum 0.95 (Nesterov); betas (0.9, 0.98), eps 1e-6 for the
-  parameters it steps as AdamW. Its update is scaled to AdamW's RMS, so AdamW's lr carries over.
+  parameters it steps as AdamW. Its update is scaled to a typical AdamW update's RMS (0.2), so
+  AdamW's lr carries over.
 - ``sgd``: lr 1e-2, wd 5e-4, momentum 0.9 (Dassl/CoOp use SGD, lr 2e-3, wd 5e-4).
 
 :class:`Lion`: "Symbolic Discovery of Optimization Algorithms" (Chen et al., arXiv 2302.06675).
@@ -138,8 +139,8 @@ class Muon(torch.optim.Optimizer):
         m <- mu * m + (1 - mu) * g;    u = (1 - mu) * g + mu * m          (Nesterov)
         O = orthogonalize(u as an (out, rest) matrix) * 0.2 * sqrt(max(out, rest))
         W <- W * (1 - lr * wd) - lr * O
-    0.2 * sqrt(max(out, rest)) gives O about the RMS of an AdamW update (Liu et al. 2025), so the
-    two kinds of group share one lr and one schedule. Other groups take torch's AdamW update.
+    0.2 * sqrt(max(out, rest)) gives O an RMS of about 0.2, that of a typical AdamW update (Liu
+    et al. 2025), so the two kinds of group share one lr and one schedule. Other groups take torch's AdamW update.
     """
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.95,
