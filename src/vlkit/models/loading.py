@@ -157,6 +157,10 @@ def describe(spec) -> dict:
         "text_proj": {"type": type(model.text_proj).__name__},
         "logit_scale": {"value": _scalar(model.logit_scale, exp=True), "bias": _scalar(model.logit_bias)},
     }
+    stem = getattr(v, "pretrained", None)  # convvit's frozen pretrained stem: buffers, not parameters
+    if stem is not None:
+        parts["visual"]["pretrained_stem"] = (f"{v.cfg.pretrained_stem} stages 1-{v.cfg.pretrained_stem_stages} "
+                                              f"(frozen, {sum(b.numel() for b in stem.buffers()):,} weights)")
     for name, info in parts.items():
         info.update(params=counts[name]["total"], trainable=counts[name]["trainable"], frozen=model.is_frozen(name))
     return {
