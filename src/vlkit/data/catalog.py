@@ -63,6 +63,7 @@ def view_from_file(spec: dict, classnames: list[str] | None = None) -> View:
         classnames=tuple(names) if names is not None else None,
         templates=tuple(templates) if templates is not None else None,
         description=spec.get("description", ""),
+        flip_safe=bool(spec.get("flip_safe", True)),
     )
 
 

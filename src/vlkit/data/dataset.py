@@ -41,6 +41,9 @@ class View:
     classnames: tuple[str, ...] | None = None
     templates: tuple[str, ...] | None = None
     description: str = ""
+    # a horizontal flip keeps every label of this view (natural photos); False where it changes
+    # what the image shows (digits, arrows, text): few-shot augmentation reads it
+    flip_safe: bool = True
 
 
 class ImageSource:
@@ -163,6 +166,12 @@ class VLDataset:
     def templates(self) -> list[str] | None:
         v = self.views.get(self.view) if self.view else None
         return list(v.templates) if v and v.templates is not None else None
+
+    @property
+    def flip_safe(self) -> bool:
+        """Whether a horizontal flip keeps the current view's labels (True without a view)."""
+        v = self.views.get(self.view) if self.view else None
+        return bool(v.flip_safe) if v is not None else True
 
     @property
     def targets(self) -> np.ndarray:

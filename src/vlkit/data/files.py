@@ -42,6 +42,7 @@ class UserOptions:
     strict: bool = False  # raise on the first unreadable image instead of skipping it
     check_images: bool = True  # open each image header at load (skip or raise early)
     templates: list[str] = field(default_factory=list)  # prompt templates; default from classes/
+    flip_safe: bool = True  # a horizontal flip keeps the labels (photos); false for text, digits, arrows
 
 
 class FileReader:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def load_imagefolder(split: str, opts: ImageFolderOptions) -> VLDataset:
     if not paths:
         raise UserError(f"image folder {folder} holds no readable images ({', '.join(IMAGE_EXTS)})")
     meta = [{"path": str(p), "class_folder": p.relative_to(folder).parts[0]} for p in paths]
-    views = {"class": View(tuple(names), tuple(templates))}
+    views = {"class": View(tuple(names), tuple(templates), flip_safe=opts.flip_safe)}
     cid = content_hash("imagefolder", [stat_key(p) for p in paths], captions, labels)
     return VLDataset("imagefolder", split, BytesImages([file_reader(p) for p in paths], [str(p) for p in paths]),
                      captions, {"class": np.array(labels)}, meta, views, None, cid,
@@ -171,7 +172,7 @@ def load_captions(split: str, opts: CaptionsOptions) -> VLDataset:
     captions = [caps[i] for i in keep]
     lab = label_view([labels[i] for i in keep], _templates(opts))
     label_cols = {"label": lab[0]} if lab else {}
-    views = {"label": lab[1]} if lab else {}
+    views = {"label": dataclasses.replace(lab[1], flip_safe=opts.flip_safe)} if lab else {}
     meta = [{"path": str(p), "filepath": images[i]} for p, i in zip(paths, keep)]
     cid = content_hash("captions", [stat_key(p) for p in paths], captions, [labels[i] for i in keep])
     return VLDataset("captions", split, BytesImages([file_reader(p) for p in paths], [str(p) for p in paths]),

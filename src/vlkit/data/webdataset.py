@@ -134,7 +134,7 @@ def load_webdataset(split: str, opts: WebDatasetOptions) -> VLDataset:
     if lab is not None:
         n_cls = int(max(lab[0].max(), max(classnames, default=-1))) + 1
         names_ = tuple(classnames.get(i, str(i)) for i in range(n_cls)) if classnames else lab[1].classnames
-        views["label"] = View(names_, lab[1].templates)
+        views["label"] = View(names_, lab[1].templates, flip_safe=opts.flip_safe)
     cid = content_hash("webdataset", [stat_key(p) for p in shards], names, captions, labels)
     return VLDataset("webdataset", split, BytesImages(readers, names), captions,
                      {"label": lab[0]} if lab else {}, meta, views, "label" if lab else None, cid,
