@@ -78,7 +78,7 @@ def test_lora_is_exact_at_init_and_merges_to_the_same_logits(tiny_model, task, s
 def test_fused_qkv_lora_equals_separate_updates():
     torch.manual_seed(0)
     base = nn.Linear(6, 18)
-    factors = LoRAFactors(6, 18, [(0, 6), (12, 6)], rank=2, alpha=1.0, dropout=0.0)  # q and v blocks
+    factors = LoRAFactors(6, 18, [(0, 6), (12, 6)], rank=2, scaling=0.5, dropout=0.0)  # q and v blocks
     for b in factors.B:
         nn.init.normal_(b)
     x = torch.randn(3, 6)

@@ -1,9 +1,11 @@
 """A small LoRA for the attention projections of any vlkit tower (peft is not a dependency).
 
 "LoRA: Low-Rank Adaptation of Large Language Models" (Hu et al., arXiv 2106.09685): a frozen
-weight W gets a trainable update ``(alpha / r) * B A`` with A (r, in) Kaiming-uniform and B
-(out, r) zero, so training starts from the frozen model; dropout acts on the LoRA branch's
-input, as in CLIP-LoRA. Three kinds of attention projections are found by name and type:
+weight W gets a trainable update ``scaling * B A`` with A (r, in) Kaiming-uniform and B (out, r)
+zero, so training starts from the frozen model; dropout acts on the LoRA branch's input, as in
+CLIP-LoRA. ``scaling`` is given by the caller: ``alpha / r`` in Hu et al., ``alpha / sqrt(r)`` in
+CLIP-LoRA (its ``loralib/layers.py``; see :data:`RANK_SCALINGS`). Three kinds of attention
+projections are found by name and type:
 
 - separate ``nn.Linear`` q/k/v (Hugging Face BERT ``query/key/value``, CLIP ``q_proj/...``):
   :class:`LoRALinear`;
@@ -17,7 +19,7 @@ input, as in CLIP-LoRA. Three kinds of attention projections are found by name a
 The wrappers hold the frozen module and the factors by plain reference: the factors belong to
 the method (its ``state_dict``), the wrappers are swapped into the tower only inside
 :func:`installed`, so the shared model is unchanged outside a LoRA method's forward.
-:func:`fold` adds ``(alpha / r) B A`` to the weights (merge: no inference overhead).
+:func:`fold` adds ``scaling * B A`` to the weights (merge: no inference overhead).
 """
 
 from __future__ import annotations
@@ -36,18 +38,20 @@ NAMES = {"q": ("q_proj", "query", "q"), "k": ("k_proj", "key", "k"), "v": ("v_pr
          "o": ("out_proj", "o_proj")}
 FUSED = ("qkv", "in_proj", "qkv_proj")
 ORDER = ("q", "k", "v")
+# the update's scale from (alpha, rank): Hu et al. divide by r, CLIP-LoRA by sqrt(r)
+RANK_SCALINGS = {"linear": lambda alpha, rank: alpha / rank, "sqrt": lambda alpha, rank: alpha / math.sqrt(rank)}
 
 
 class LoRAFactors(nn.Module):
     """(A, B) pairs for blocks of a projection's output; block j covers rows [offset_j, offset_j + size_j)."""
 
     def __init__(self, in_features: int, out_features: int, blocks: list[tuple[int, int]],
-                 rank: int, alpha: float, dropout: float):
+                 rank: int, scaling: float, dropout: float):
         super().__init__()
         if rank < 1:
             raise UserError(f"LoRA rank must be at least 1, got {rank}")
         self.in_features, self.out_features, self.blocks = in_features, out_features, list(blocks)
-        self.scaling = alpha / rank
+        self.scaling = float(scaling)
         self.A = nn.ParameterList()
         self.B = nn.ParameterList()
         for _, size in self.blocks:
@@ -164,9 +168,10 @@ def _blocks(which: list[str], width: int) -> list[tuple[int, int]]:
     return [(ORDER.index(w) * width, width) for w in ORDER if w in which]
 
 
-def find_targets(root: nn.Module, prefix: str, targets: list[str], rank: int, alpha: float,
+def find_targets(root: nn.Module, prefix: str, targets: list[str], rank: int, scaling: float,
                  dropout: float) -> list[Target]:
-    """Wrap the attention projections named in ``targets`` (q, k, v, o) under ``root``."""
+    """Wrap the attention projections named in ``targets`` (q, k, v, o) under ``root``; each
+    update is ``scaling * B A`` (see :data:`RANK_SCALINGS`)."""
     qkv = [t for t in targets if t in ORDER]
     found = []
     for name, module in root.named_modules():
@@ -176,7 +181,7 @@ def find_targets(root: nn.Module, prefix: str, targets: list[str], rank: int, al
             full = f"{prefix}{name + '.' if name else ''}{attr}"
             if isinstance(child, nn.MultiheadAttention) and qkv:
                 width = child.embed_dim
-                f = LoRAFactors(width, 3 * width, _blocks(qkv, width), rank, alpha, dropout)
+                f = LoRAFactors(width, 3 * width, _blocks(qkv, width), rank, scaling, dropout)
                 found.append(Target(full, module, attr, child, LoRAMultiheadAttention(child, f), f))
             elif isinstance(child, nn.Linear):
                 blocks = None
@@ -185,7 +190,7 @@ def find_targets(root: nn.Module, prefix: str, targets: list[str], rank: int, al
                 elif any(attr in NAMES[t] for t in targets):
                     blocks = [(0, child.out_features)]
                 if blocks:
-                    f = LoRAFactors(child.in_features, child.out_features, blocks, rank, alpha, dropout)
+                    f = LoRAFactors(child.in_features, child.out_features, blocks, rank, scaling, dropout)
                     found.append(Target(full, module, attr, child, LoRALinear(child, f), f))
     return found
 

@@ -2,15 +2,19 @@
 
 "Low-Rank Few-Shot Adaptation of Vision-Language Models" (Zanella and Ben Ayed, arXiv
 2405.18541; MaxZanella/CLIP-LoRA), with LoRA from arXiv 2106.09685. Low-rank updates on q, k
-and v of every attention layer of both towers: rank 2, alpha 1, dropout 0.25; AdamW lr 2e-4,
-wd 1e-2, betas (0.9, 0.999), cosine to 1e-6; 500 x shots iterations, batch 32; one template
-"a photo of a {}."; cross-entropy on ``exp(logit_scale) * cos``.
+and v of every attention layer of both towers: rank 2, alpha 1, dropout 0.25 on the branch
+input, the update scaled by alpha / sqrt(r) (CLIP-LoRA's ``loralib/layers.py``; Hu et al. use
+alpha / r: ``rank_scaling=linear``); AdamW lr 2e-4, wd 1e-2, betas (0.9, 0.999), eps 1e-8
+(torch's defaults), cosine to 1e-6 with no warm-up; 500 x shots iterations, batch 32; one
+template "a photo of a {}."; cross-entropy on ``exp(logit_scale) * cos``; random-resized crops
+at scale 0.08-1 and flips; the final model is reported (its validation pass is switched off).
 
-Deviations: the template is ``template`` or the data view's first template; augmentation is
-the run's (vlkit keeps crops mild: emoji and digits have a direction, CLIP-LoRA crops at
-scale 0.08-1 and flips). With ``towers=[text]`` the image features come from the shared cache;
-with the vision tower adapted the image tower runs every step. ``merge()`` returns a copy of
-the model with the updates folded into the weights (zero inference overhead; same logits).
+Deviations: the template is ``template`` or the data view's first template; the logit scale is
+the model's own (CLIP-LoRA fixes 100, CLIP's); flips only where the dataset declares them safe;
+training is fp32 unless the run asks otherwise (CLIP-LoRA: fp16 autocast with a grad scaler).
+With ``towers=[text]`` the image features come from the shared cache of augmented views; with
+the vision tower adapted the image tower runs every step. ``merge()`` returns a copy of the
+model with the updates folded into the weights (zero inference overhead; same logits).
 """
 
 from __future__ import annotations
@@ -22,22 +26,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import UserError
+from ...errors import UserError, unknown_name
 from ..base import Method, MethodConfig, help_field, register_method
 from ..features import fill, text_classifier
-from ..lora_layers import find_targets, fold, installed
+from ..lora_layers import RANK_SCALINGS, find_targets, fold, installed
 
 TOWERS = {"vision": "visual", "text": "text"}
 
 
 @dataclass
 class LoRAConfig(MethodConfig):
-    """Paper: rank 2, alpha 1, dropout 0.25, q/k/v of both towers, AdamW lr 2e-4 wd 1e-2, 500 x shots steps."""
+    """CLIP-LoRA: rank 2, alpha 1 (update alpha / sqrt(r) B A), dropout 0.25, q/k/v of both towers,
+    AdamW lr 2e-4 wd 1e-2 betas (0.9, 0.999) eps 1e-8, cosine to 1e-6, 500 x shots steps, last model."""
 
     towers: list[str] = help_field(["vision", "text"], "towers to adapt: vision, text or both")
     projections: list[str] = help_field(["q", "k", "v"], "attention projections to adapt: q, k, v, o")
     rank: int = help_field(2, "rank r of each update")
-    alpha: float = help_field(1.0, "scaling numerator: the update is (alpha / r) B A")
+    alpha: float = help_field(1.0, "scaling numerator")
+    rank_scaling: str = help_field(
+        "sqrt", "update scale: sqrt (alpha / sqrt(r), CLIP-LoRA) or linear (alpha / r, Hu et al.)")
     dropout: float = help_field(0.25, "dropout on the LoRA branch input")
     template: str = help_field("", "prompt template with {} ('': the data view's first template)")
     optimizer: str = help_field("adamw", "optimizer")
@@ -58,11 +65,14 @@ class LoRA(Method):
         bad = [t for t in cfg.towers if t not in TOWERS]
         if bad or not cfg.towers:
             raise UserError(f"lora towers {cfg.towers} must be a non-empty list of vision, text")
+        if cfg.rank_scaling not in RANK_SCALINGS:
+            raise unknown_name("lora rank_scaling", cfg.rank_scaling, RANK_SCALINGS)
+        scaling = RANK_SCALINGS[cfg.rank_scaling](cfg.alpha, max(1, cfg.rank))
         self.targets = []  # lora_layers.Target records (plain list: not submodules)
         self.factors = nn.ModuleDict()
         for tower in cfg.towers:
             found = find_targets(getattr(model, TOWERS[tower]), f"{TOWERS[tower]}.", cfg.projections,
-                                 cfg.rank, cfg.alpha, cfg.dropout)
+                                 cfg.rank, scaling, cfg.dropout)
             if not found:
                 kind = getattr(getattr(model, TOWERS[tower]), "kind", tower)
                 raise UserError(f"method 'lora' needs attention layers in the {tower} tower, but this model's {kind} "
