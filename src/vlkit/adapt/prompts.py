@@ -90,6 +90,8 @@ class UnifiedContext(nn.Module):
 
     def __init__(self, init: torch.Tensor, n_cls: int):
         super().__init__()
+        if init.dim() != 2:
+            raise ValueError(f"a unified context init is (n_ctx, W), got {tuple(init.shape)}")
         self.ctx = nn.Parameter(init.clone())  # (n_ctx, W)
 
     def forward(self, n_cls: int) -> torch.Tensor:
@@ -97,26 +99,37 @@ class UnifiedContext(nn.Module):
 
 
 class ClassContext(nn.Module):
-    """A context per class (n_cls, n_ctx, W): CoOp's class-specific context (CSC)."""
+    """A context per class (n_cls, n_ctx, W): CoOp's class-specific context (CSC).
+
+    ``init`` is (n_cls, n_ctx, W) (CoOp's independent random draw per class) or (n_ctx, W)
+    (a phrase's embeddings, copied to every class).
+    """
 
     def __init__(self, init: torch.Tensor, n_cls: int):
         super().__init__()
-        self.ctx = nn.Parameter(init.unsqueeze(0).repeat(n_cls, 1, 1).clone())  # (n_cls, n_ctx, W)
+        if init.dim() == 2:
+            init = init.unsqueeze(0).repeat(n_cls, 1, 1)
+        if init.shape[0] != n_cls:
+            raise ValueError(f"class context init has {init.shape[0]} rows for {n_cls} classes")
+        self.ctx = nn.Parameter(init.clone())  # (n_cls, n_ctx, W)
 
     def forward(self, n_cls: int) -> torch.Tensor:
         return self.ctx
 
 
-def init_context(model, n_ctx: int, ctx_init: str, n_cls: int = 1) -> tuple[torch.Tensor, str | None, int]:
-    """(initial context (n_ctx, W), prompt prefix or None, n_ctx). With a phrase, CoOp's rule:
-    n_ctx becomes the phrase's token count unless a smaller n_ctx is asked (MaPLe: first n_ctx)."""
+def init_context(model, n_ctx: int, ctx_init: str, n_cls: int | None = None) -> tuple[torch.Tensor, str | None, int]:
+    """(initial context, prompt prefix or None, n_ctx). With a phrase, CoOp's rule: n_ctx becomes
+    the phrase's token count unless a smaller n_ctx is asked (MaPLe: first n_ctx), and the context
+    is the phrase's embeddings (n_ctx, W). Without one it is drawn from N(0, 0.02^2): (n_ctx, W),
+    or (n_cls, n_ctx, W) when ``n_cls`` is given (CoOp's class-specific context: one draw per class)."""
     if ctx_init:
         emb = phrase_embeddings(model, ctx_init)
         n = emb.shape[0] if n_ctx <= 0 else min(n_ctx, emb.shape[0])
         return emb[:n], ctx_init, n
     if n_ctx < 1:
         raise UserError(f"n_ctx must be at least 1 without an init phrase, got {n_ctx}")
-    return torch.randn(n_ctx, model.text.width) * 0.02, None, n_ctx
+    shape = (n_ctx, model.text.width) if n_cls is None else (n_cls, n_ctx, model.text.width)
+    return torch.randn(*shape) * 0.02, None, n_ctx
 
 
 # -- class-token placements --------------------------------------------------------------------

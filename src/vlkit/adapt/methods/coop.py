@@ -4,15 +4,20 @@
 KaiyangZhou/CoOp ``trainers/coop.py``). Learned context ``ctx`` (n_ctx, W) shared by all
 classes, or (n_cls, n_ctx, W) with class-specific context (CSC, the ``coop_csc`` variant),
 replaces the token embeddings right after the start token; the class name sits at the end,
-middle or front. Init: normal std 0.02, or the token embeddings of an init phrase (then n_ctx
-is the phrase's token count, as CoOp). Cross-entropy only; only the context trains.
-Defaults: n_ctx 16, SGD lr 0.002 (momentum 0.9, wd 5e-4), batch 32, Dassl schedule (1 warm-up
-epoch at 1e-5, then cosine); epochs 50 for 1 shot, 100 for 2/4, 200 for 8/16. Base-to-new
-configs use 4 tokens from "a photo of a".
+middle or front. Init: normal std 0.02 (CSC: an independent draw per class), or the token
+embeddings of an init phrase (then n_ctx is the phrase's token count, as CoOp). Cross-entropy
+only; only the context trains. Defaults (Dassl): n_ctx 16, SGD lr 0.002 (momentum 0.9, wd
+5e-4), batch 32, 1 warm-up epoch at 1e-5 then cosine; epochs 50 for 1 shot, 100 for 2/4, 200
+for 8/16; random-resized crops at scale 0.08-1 and flips; the last epoch's model is reported
+(Dassl's ``last_step``). Base-to-new configs use 4 tokens from "a photo of a".
 
-Deviations: image features come from the shared cache of augmented views (the reference
-re-encodes every image every step); the cosine is stepped per iteration instead of per epoch;
-prompts are cut after the longest token sequence (exact, see ``vlkit.adapt.prompts``).
+Deviations: image features come from the shared cache of augmented views (``views`` per image,
+10 by default; ``augment=fresh``: a new view of every image each epoch, as the reference's
+loader) instead of re-encoding every image every step; flips only where the dataset declares
+them safe; the cosine is stepped per iteration instead of per epoch; weight decay skips 1-D
+parameters (none here); prompts are cut after the longest token sequence (exact, see
+``vlkit.adapt.prompts``). With an init phrase, the reference ignores CSC (its context is then
+shared); ``coop_csc`` gives every class its own copy of the phrase's embeddings.
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ class CoOp(Method):
     def __init__(self, model, config=None, classnames=(), templates=None):
         super().__init__(model, config, classnames, templates)
         cfg = self.config
-        init, prefix, n_ctx = init_context(model, 0 if cfg.ctx_init else cfg.n_ctx, cfg.ctx_init)
+        per_class = self.n_classes if cfg.csc else None  # CSC: an independent random draw per class
+        init, prefix, n_ctx = init_context(model, 0 if cfg.ctx_init else cfg.n_ctx, cfg.ctx_init, per_class)
         self.prompts = PromptTokens(model, self.classnames, n_ctx, prefix)
         context = ClassContext if cfg.csc else UnifiedContext  # a strategy, chosen once
         self.context = context(init.to(model.device), self.n_classes)

@@ -3,19 +3,26 @@
 "MaPLe: Multi-modal Prompt Learning" (Khattak et al., arXiv 2210.03117;
 muzairkhattak/multimodal-prompt-learning ``trainers/maple.py``). Text prompts: n_ctx 2 learned
 tokens initialised from the first tokens of "a photo of a" (the rest of the phrase stays
-fixed text); deep text prompts (random, std 0.02) replace the prompt tokens at the input of
-layers 1..J-1 (prompt depth J = 9). Vision prompts are not free parameters: each layer's
-are produced from that layer's text prompts by a coupling ``Linear(text_width -> vision_width)``
-(one per layer, J in all). Cross-entropy only. SGD lr 0.0035, batch 4, 5 epochs.
+fixed text); deep text prompts (random, std 0.02, drawn independently) replace the prompt
+tokens at the input of layers 1..J-1 (prompt depth J = 9). Vision prompts are not free
+parameters: each layer's are produced from that layer's text prompts by a coupling
+``Linear(text_width -> vision_width)``, one per layer. As in the reference, the couplings of
+layers 1..J-1 start as copies of one initialisation (its ``_get_clones``) and layer 0's has its
+own. Cross-entropy only. Dassl SGD lr 0.0035 (momentum 0.9, wd 5e-4), 1 warm-up epoch at
+1e-5, cosine, batch 4, 5 epochs, random-resized crops at 0.08-1 and flips; the last epoch's
+model is reported.
 
 Widths are read from the model (``text.width``, ``visual.width``), so any tower size works;
 the reference hard-codes 512/768 (ViT-B only; its issues #46 and #49). The depth is capped at
 the towers' layer count. The vision prompts change the image tower's tokens, so this method
 cannot use cached image features: it runs the image tower every step (slow on a CPU).
+Deviations: flips only where the dataset declares them safe; fp32 unless the run asks
+otherwise (the reference: fp16).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -55,8 +62,11 @@ class MaPLe(Method):
         self.ctx = nn.Parameter(init.to(dev))  # (n_ctx, W_text)
         self.deep_text = nn.ParameterList(
             [nn.Parameter(torch.randn(n_ctx, t_width, device=dev) * 0.02) for _ in range(self.depth - 1)])
-        # coupling functions: layer 0 from ctx, layer i from deep_text[i - 1]
-        self.couplings = nn.ModuleList([nn.Linear(t_width, v_width) for _ in range(self.depth)]).to(dev)
+        # coupling functions: layer 0 from ctx, layer i from deep_text[i - 1]; the deep ones are
+        # clones of one initialisation, as the reference's _get_clones
+        deep = nn.Linear(t_width, v_width)
+        self.couplings = nn.ModuleList(
+            [nn.Linear(t_width, v_width)] + [copy.deepcopy(deep) for _ in range(self.depth - 1)]).to(dev)
 
     @classmethod
     def paper_schedule(cls, shots: int) -> dict[str, int]:
