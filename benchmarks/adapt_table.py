@@ -199,10 +199,11 @@ def counting_store(model, device):
             self._note((dataset.fingerprint(), "eval"), np.arange(len(dataset)) if positions is None else positions)
             return super().eval_features(dataset, positions)
 
-        def view_features(self, dataset, positions, n_views):
+        def view_features(self, dataset, positions, n_views, transform=None):
+            tf = repr(self.train_transform() if transform is None else transform)  # methods crop differently
             for v in range(int(n_views)):
-                self._note((dataset.fingerprint(), v), positions)
-            return super().view_features(dataset, positions, n_views)
+                self._note((dataset.fingerprint(), tf, v), positions)
+            return super().view_features(dataset, positions, n_views, transform)
 
     store = CountingStore(model, device)
     store.start_run()
@@ -220,7 +221,8 @@ def run_one(model, store, args, table: dict, name: str, seed: int, out: Path) ->
                   options={name: opts} if opts else {}, device=args.device, overwrite=True,
                   out=str(out / f"{name}-seed{seed}"))
     rec = res["records"][0]
-    keep = ("test_acc", "base_acc", "new_acc", "val_acc", "steps", "best_epoch", "length", "tuned")
+    keep = ("test_acc", "base_acc", "new_acc", "val_acc", "steps", "best_epoch", "length", "tuned", "selection",
+            "augmentation")
     return {"seed": seed, **{k: rec[k] for k in keep if k in rec}, "options": opts,
             "s": time.perf_counter() - t0, "encoded": store.encoded - before, "cold": store.cold_count()}
 
@@ -349,6 +351,11 @@ def table_markdown(table: dict, args) -> list[str]:
         err = f" (stopped, {row['error']})" if row["error"] and row["seeds"] else ""
         lines.append(f"| {row['method']}{err} | " + " | ".join(cells) + f" | {seconds_per_run(row)} |")
     lines += ["", winners_line(table, k), ""]
+    lines += ["| method | model reported | training augmentation |", "|---|---|---|"]
+    for row in table["rows"]:
+        first = row["seeds"][0] if row["seeds"] else {}
+        lines.append(f"| {row['method']} | {first.get('selection', '-')} | {first.get('augmentation', '-')} |")
+    lines.append("")
     return lines
 
 

@@ -53,7 +53,8 @@ def test_image_features_are_encoded_once_across_epochs_seeds_and_methods(
     fresh = FeatureStore(tiny_model, "cpu", batch_size=64)  # a new process: memory empty
     fresh.root = store.root
     n_calls = calls[0]
-    views = fresh.view_features(digits["train"], union, run_settings.views)
+    coop_tf = fresh.train_transform([0.08, 1.0], hflip=False)  # CoOp's crops; digits are not flip-safe
+    views = fresh.view_features(digits["train"], union, run_settings.views, coop_tf)
     assert fresh.encoded == 0 and calls[0] == n_calls
     assert views.shape == (run_settings.views, len(union), tiny_model.embed_dim)
 

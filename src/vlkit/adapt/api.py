@@ -44,11 +44,18 @@ class AdaptConfig:
     seeds: list[int] = help_field([1, 2, 3], "few-shot sampling and training seeds")
     targets: list[str] = help_field([], "cross/domain: datasets to test on (domain default: a rendering shift)")
     budget: float = help_field(1.0, "fraction of each paper's epochs/iterations (a 2-core CPU wants ~0.05-0.2)")
-    views: int = help_field(10, "augmented views per training image in the feature cache (Tip-Adapter: 10)")
-    aug_scale: list[float] = help_field([0.9, 1.0], "random-resized-crop scale range of the training views")
+    augment: str = help_field(
+        "views", "views: V cached augmented views per image (fast); fresh: a new cached view of every image "
+                 "each epoch, as the references' loaders (encodes each image once per epoch)")
+    views: int = help_field(10, "augment=views: augmented views per training image in the feature cache (Tip-Adapter: 10)")
+    aug_scale: list[float] | None = help_field(
+        None, "random-resized-crop scale range of the training images (None: each method's reference)")
+    flip: bool | None = help_field(
+        None, "horizontal flips (None: each method's reference, where the dataset declares flips safe)")
     aug_seed: int = help_field(0, "seed of the augmented views (shared by all seeds, so they are cached once)")
-    select_on_val: bool = help_field(True, "pick the epoch with the best validation accuracy")
-    val_evals: int = help_field(10, "validation passes per training run for epoch selection")
+    selection: str = help_field(
+        "auto", "model reported: auto (each method's reference), last (final epoch) or val (best validation epoch)")
+    val_evals: int = help_field(10, "validation passes per training run for selection=val")
     allow_fewer: bool = help_field(False, "let classes with fewer than K training samples give all they have")
     options: dict = help_field({}, "per-method config: {METHOD: {key: value}}")
     device: str = help_field("auto", "auto, cpu or cuda")
@@ -132,6 +139,12 @@ def check(cfg: AdaptConfig) -> AdaptConfig:
         raise UserError(f"shots must be positive and seeds non-empty (got shots={cfg.shots}, seeds={cfg.seeds})")
     if cfg.views < 1 or cfg.budget <= 0:
         raise UserError(f"views must be >= 1 and budget > 0 (got views={cfg.views}, budget={cfg.budget})")
+    if cfg.selection not in ("auto", "last", "val"):
+        raise UserError(f"selection={cfg.selection!r} is not one of auto, last, val")
+    if cfg.augment not in ("views", "fresh"):
+        raise UserError(f"augment={cfg.augment!r} is not one of views, fresh")
+    if cfg.aug_scale is not None and (len(cfg.aug_scale) != 2 or not 0 < cfg.aug_scale[0] <= cfg.aug_scale[1] <= 1):
+        raise UserError(f"aug_scale={cfg.aug_scale} must be two numbers with 0 < low <= high <= 1, e.g. [0.08, 1.0]")
     return cfg
 
 
@@ -161,7 +174,7 @@ def run(method: str | Sequence[str] | None = None, data: str | None = None, mode
     dual = loaded if loaded is not None else models.load(cfg.model)
     dual.to(device)
     if store is None or store.model is not dual:
-        store = FeatureStore(dual, device, cfg.feature_batch_size, cfg.aug_scale, cfg.aug_seed)
+        store = FeatureStore(dual, device, cfg.feature_batch_size, cfg.aug_scale or (0.9, 1.0), cfg.aug_seed)
     out = Path(cfg.out)
     _claim(out, cfg)
     vconfig.save(cfg, out / "adapt_config.yaml")
@@ -169,6 +182,7 @@ def run(method: str | Sequence[str] | None = None, data: str | None = None, mode
     ctx = RunContext(dual, store, cfg, methods, cfg.data, out)
     table = get_protocol(cfg.protocol)(ctx)
     table["notes"] = ctx.notes + _notes(cfg)
+    table["settings"] = settings(methods, table["records"])
     header = {"data": cfg.data, "model": cfg.model, "model fingerprint": dual.fingerprint(),
               "shots": ",".join(map(str, cfg.shots)), "seeds": ",".join(map(str, cfg.seeds)),
               "budget": cfg.budget, "views": cfg.views}
@@ -193,6 +207,30 @@ def _notes(cfg: AdaptConfig) -> list[str]:
     notes = []
     if cfg.budget != 1.0:
         notes.append(f"training lengths are {cfg.budget:g} x each paper's epochs/iterations (budget)")
-    if not cfg.select_on_val:
-        notes.append("epoch selection on validation is off: the last epoch is reported")
     return notes
+
+
+def describe_optimizer(cfg) -> str:
+    """One line for the results: the optimiser settings a method config carries ("-" if none)."""
+    name = getattr(cfg, "optimizer", None)
+    if name is None:
+        return "-"
+    parts = [name, f"lr {cfg.lr:g}", f"wd {cfg.weight_decay:g}"]
+    if name in ("adamw", "lion", "muon"):
+        parts.append(f"betas ({cfg.betas[0]:g}, {cfg.betas[1]:g})")
+    if name in ("adamw", "muon"):
+        parts.append(f"eps {cfg.eps:g}")
+    if name in ("sgd", "muon"):
+        parts.append(f"momentum {cfg.momentum:g}")
+    return ", ".join(parts) + f"; {cfg.schedule}"
+
+
+def settings(methods: Sequence[tuple[str, Any]], records: Sequence[dict]) -> list[dict]:
+    """Per method: its optimiser, the model reported and the augmentation, as the runs recorded them."""
+    rows = []
+    for name, cfg in methods:
+        mine = [r for r in records if r["method"] == name]
+        pick = lambda key: "; ".join(dict.fromkeys(str(r[key]) for r in mine if r.get(key))) or "-"  # noqa: E731
+        rows.append({"method": name, "optimizer": describe_optimizer(cfg), "selection": pick("selection"),
+                     "augmentation": pick("augmentation")})
+    return rows

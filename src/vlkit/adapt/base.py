@@ -57,20 +57,40 @@ def describe_config(cls: type) -> list[tuple[str, Any, str]]:
     return out
 
 
+SELECTIONS = ("last", "val")
+
+
 @dataclass
-class MethodConfig:
-    """The optimisation recipe every trained method has; each method sets its paper's values."""
+class AugmentConfig:
+    """The training images' augmentation of a method's reference (where the dataset allows it)."""
+
+    aug_scale: list[float] = help_field(
+        [0.08, 1.0], "random-resized-crop scale range of the training images (Dassl's default: 0.08-1)")
+    flip: bool = help_field(True, "random horizontal flip, applied only where the dataset declares flips safe")
+
+
+@dataclass
+class MethodConfig(AugmentConfig):
+    """The optimisation recipe every trained method has; each method sets its reference's values.
+
+    The defaults are the Dassl trainer's (CoOp family): SGD with momentum 0.9 and weight decay
+    5e-4, one constant warm-up epoch at 1e-5, cosine; the last epoch's model is reported.
+    """
 
     epochs: int | None = help_field(
         None, "training epochs; None: the paper's schedule for the shot count, times the run's budget")
     batch_size: int = help_field(32, "training batch size (clamped to the number of training samples)")
     optimizer: str = help_field("sgd", "optimizer: sgd, adamw or lion (vlkit.engine.optim)")
     lr: float = help_field(2e-3, "base learning rate")
-    weight_decay: float = help_field(5e-4, "weight decay")
-    eps: float = help_field(1e-6, "AdamW epsilon")
+    weight_decay: float = help_field(5e-4, "weight decay (sgd: L2 in the gradient; adamw, lion: decoupled)")
+    momentum: float = help_field(0.9, "sgd momentum")
+    betas: list[float] = help_field([0.9, 0.999], "adamw / lion betas (torch's AdamW default: 0.9, 0.999)")
+    eps: float = help_field(1e-8, "adamw epsilon (torch's default: 1e-8)")
     schedule: str = help_field("const_warmup_cosine", "lr schedule: const_warmup_cosine (Dassl), cosine or constant")
     warmup_epochs: int = help_field(1, "warm-up epochs (Dassl: 1 epoch at a constant 1e-5)")
     min_lr: float = help_field(0.0, "lr at the end of the cosine")
+    selection: str = help_field(
+        "last", "model reported: last (the final epoch, Dassl's last_step) or val (best validation epoch)")
 
 
 def register_method(name: str):
@@ -97,9 +117,24 @@ def method_names() -> list[str]:
 
 
 def build_config(method: str | type["Method"], options: dict | None = None):
-    """The method's config from a mapping; unknown keys raise UserError listing the valid ones."""
+    """The method's config from a mapping; unknown keys and bad values raise a one-line UserError."""
     cls = get_method(method) if isinstance(method, str) else method
-    return vconfig.build(cls.Config, options or {}, prefix=f"{cls.name}.")
+    cfg = vconfig.build(cls.Config, options or {}, prefix=f"{cls.name}.")
+    check_config(cfg, cls.name)
+    return cfg
+
+
+def check_config(cfg, name: str) -> None:
+    """Refuse values the dataclass types let through: a model selection, a crop scale, betas."""
+    selection = getattr(cfg, "selection", "last")
+    if selection not in SELECTIONS:
+        raise UserError(f"{name}.selection={selection!r} is not one of {', '.join(SELECTIONS)}")
+    scale = list(getattr(cfg, "aug_scale", [1.0, 1.0]))
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise UserError(f"{name}.aug_scale={scale} must be two numbers with 0 < low <= high <= 1, e.g. [0.08, 1.0]")
+    betas = list(getattr(cfg, "betas", [0.9, 0.999]))
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise UserError(f"{name}.betas={betas} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
 
 
 def check_token_access(model, towers: Sequence[str], method: str) -> None:
@@ -121,6 +156,9 @@ class Method(nn.Module):
     Config: ClassVar[type] = MethodConfig
     needs_tokens: ClassVar[tuple[str, ...]] = ()  # towers whose insides the method uses
     trainable: ClassVar[bool] = True  # False: training-free (zeroshot, tip_adapter)
+    # what ``prepare`` gets of the training images: "views" (cached augmented views, (V, N, D)),
+    # "eval" (the eval transform's features, (1, N, D): the CLIP/CoOp linear probe) or "none"
+    train_features: ClassVar[str] = "views"
     class_agnostic: ClassVar[bool] = True  # False: learns per-class parameters (no new classes)
 
     def __init__(self, model, config=None, classnames: Sequence[str] = (), templates: Sequence[str] | None = None):
@@ -169,6 +207,10 @@ class Method(nn.Module):
     def tune(self, val_features: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         """Choose inference hyperparameters on validation features (never test); {} by default."""
         return {}
+
+    def describe_selection(self, selection: str | None) -> str:
+        """What the results table says about the model reported (``selection``: last, val or None)."""
+        return {"last": "last epoch", "val": "best validation epoch", None: "none (training-free)"}[selection]
 
     # -- computing ----------------------------------------------------------------------------
     @property

@@ -148,11 +148,14 @@ class FeatureStore:
         self.banks: dict[str, ViewBank] = {}
         self.encoded = 0
 
-    def train_transform(self):
+    def train_transform(self, scale: Sequence[float] | None = None, hflip: bool = False):
+        """The training images' transform: random-resized crops at ``scale`` (default: the
+        store's ``aug_scale``), a horizontal flip when ``hflip``."""
         from ..data.transforms import image_transform
 
         m = self.model
-        return image_transform(m.image_size, m.mean, m.std, train=True, scale=self.aug_scale)
+        scale = self.aug_scale if scale is None else (float(scale[0]), float(scale[1]))
+        return image_transform(m.image_size, m.mean, m.std, train=True, scale=scale, hflip=bool(hflip))
 
     def eval_transform(self):
         return self.model.preprocess(train=False)
@@ -192,9 +195,10 @@ class FeatureStore:
         feats, _ = self._bank(dataset, tf, "eval").get(positions, self._encoder(dataset, tf, "eval"))
         return feats
 
-    def view_features(self, dataset, positions: np.ndarray, n_views: int) -> torch.Tensor:
-        """(V, N, D) projected, unnormalised features of ``n_views`` augmented views of the images at ``positions``."""
-        tf = self.train_transform()
+    def view_features(self, dataset, positions: np.ndarray, n_views: int, transform=None) -> torch.Tensor:
+        """(V, N, D) projected, unnormalised features of ``n_views`` augmented views of the images
+        at ``positions``, drawn with ``transform`` (default: :meth:`train_transform`)."""
+        tf = self.train_transform() if transform is None else transform
         views = []
         for v in range(int(n_views)):
             feats, _ = self._bank(dataset, tf, v).get(np.asarray(positions), self._encoder(dataset, tf, v))

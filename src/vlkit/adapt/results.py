@@ -37,6 +37,11 @@ def markdown(protocol: str, table: dict, header: dict) -> str:
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|")
     for row in table["rows"]:
         lines.append("| " + " | ".join([row["method"], *(_cell(row.get(c)) for c in table["columns"])]) + " |")
+    settings = table.get("settings") or []
+    if settings:
+        lines += ["", "Settings (each method's reference unless overridden):", "",
+                  "| method | optimizer | model reported | training augmentation |", "|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['optimizer']} | {r['selection']} | {r['augmentation']} |" for r in settings]
     for note in table.get("notes", []):
         lines += ["", f"Note: {note}"]
     return "\n".join(lines) + "\n"

@@ -14,4 +14,5 @@ from . import (  # noqa: F401  (each import registers its methods)
     maple,
     tip_adapter,
     zeroshot,
+    zs_linear_probe,
 )

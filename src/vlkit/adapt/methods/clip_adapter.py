@@ -6,10 +6,14 @@ bias; ``f' = ratio * A(f) + (1 - ratio) * f`` with the residual ratio 0.2; the c
 are the fixed hand-crafted text features; cross-entropy on ``exp(logit_scale) * cos(f', w)``.
 The adapter sees the image tower's projected feature before normalisation, as in the paper.
 
-Deviations: the paper trains 200 epochs with batch 32 through the Dassl trainer; we use the
-CoOp family's Dassl recipe (SGD lr 2e-3, momentum 0.9, wd 5e-4, 1 constant warm-up epoch at
-1e-5, cosine) as the default optimiser; text weights are the ensemble over the view's templates.
-Features come from the shared cache of augmented views.
+The reference (gaopengcuhk/CLIP-Adapter ``clip_adapter.py``) trains through the Dassl trainer:
+200 epochs, batch 32, random-resized crops at 0.08-1 and flips, the last epoch's model. Its
+optimiser settings are not in the repository; we use the CoOp family's Dassl recipe (SGD lr
+2e-3, momentum 0.9, wd 5e-4, 1 constant warm-up epoch at 1e-5, cosine).
+
+Deviations: text weights are the ensemble over the view's templates; features come from the
+shared cache of augmented views (``augment=fresh``: a new view per epoch); flips only where
+the dataset declares them safe.
 """
 
 from __future__ import annotations

@@ -4,12 +4,16 @@
 KaiyangZhou/CoOp ``trainers/cocoop.py``). CoOp's context plus a Meta-Net
 ``Linear(D -> D/16) -> ReLU -> Linear(-> W)`` on the normalised image feature; its output
 pi(x) is added to every context token, so each image has its own prompts for every class.
-Defaults: 4 tokens from "a photo of a", SGD lr 0.002, batch 1, 10 epochs, Dassl schedule.
+Defaults: 4 tokens from "a photo of a", SGD lr 0.002 (momentum 0.9, wd 5e-4), batch 1, 10
+epochs, Dassl schedule (1 warm-up epoch at 1e-5, cosine), random-resized crops at 0.08-1 and
+flips, the last epoch's model reported.
 
 Deviations: the reference runs the text tower once per image in a Python loop (batch 1 only,
 about 64x CoOp's memory); here the (B, n_cls) prompts of a batch go through the text tower
 together, ``chunk`` sequences per pass, which computes the same logits (tested against a
-per-image loop) and allows batches > 1. Image features come from the shared view cache.
+per-image loop) and allows batches > 1. Image features come from the shared cache of augmented
+views (``augment=fresh``: a new view per epoch); flips only where the dataset declares them
+safe; the meta-net's biases get no weight decay (Dassl decays every parameter).
 """
 
 from __future__ import annotations

@@ -3,12 +3,14 @@
 "Visual-Language Prompt Tuning with Knowledge-guided Context Optimization" (Yao et al., arXiv
 2303.13283; htyao89/KgCoOp). CoOp's context plus the loss
 ``CE + lambda * (1 - mean_i cos(w_i, w_i^clip))`` where ``w^clip`` is the frozen text feature of
-the hand-crafted prompt; lambda 8.0. Defaults: 4 tokens from "a photo of a", SGD lr 0.002,
-batch 128, 100 epochs, Dassl schedule.
+the hand-crafted prompt; lambda 8.0. Defaults: 4 tokens from "a photo of a", SGD lr 0.002
+(momentum 0.9, wd 5e-4), batch 128, 100 epochs, Dassl schedule, random-resized crops at 0.08-1
+and flips, the last epoch's model reported.
 
 Deviations: ``w^clip`` is the zero-shot ensemble over the data view's templates (the
 reference uses one hand-written template per dataset); it is computed once through the shared
-text-feature cache, as the image features come from the view cache.
+text-feature cache, as the image features come from the cache of augmented views; flips only
+where the dataset declares them safe.
 """
 
 from __future__ import annotations

@@ -2,18 +2,22 @@
 
 "Tip-Adapter: Training-free Adaption of CLIP for Few-shot Classification" (Zhang et al.,
 arXiv 2207.09519; gaopengcuhk/Tip-Adapter). Keys F: the L2-normalised few-shot image features
-averaged over augmented views (10 in the paper) and renormalised; values L: one-hot labels.
-For a test feature f: ``logits = exp(logit_scale) f W^T + alpha * exp(-beta (1 - f F^T)) L``.
+averaged over augmented views (10 in the paper: random-resized crops at scale 0.5-1 and flips)
+and renormalised; values L: one-hot labels. For a test feature f:
+``logits = exp(logit_scale) f W^T + alpha * exp(-beta (1 - f F^T)) L``.
 Tip-Adapter is training-free; Tip-Adapter-F makes the keys learnable (initialised to F) and
-trains them with AdamW (lr 1e-3, eps 1e-4), batch 256, 20 epochs, cosine. alpha and beta
-(initial values 1, 1) are then grid-searched (beta over (0.1, 7], 200 steps; alpha over
-(0.1, 3], 20 steps, as the reference).
+trains them with torch's AdamW (lr 1e-3, eps 1e-4, betas (0.9, 0.999), weight decay 0.01),
+batch 256, 20 epochs, cosine to 0 with no warm-up. alpha and beta (initial values 1, 1) are
+then grid-searched (beta over (0.1, 7], 200 steps; alpha over (0.1, 3], 20 steps, as the
+reference).
 
 Deviations: the search uses the validation split only (the reference picks the best epoch and
 searches alpha/beta on test, its issue #11); the epoch of Tip-Adapter-F is chosen on
-validation too. ``100`` in the paper is CLIP's ``exp(logit_scale)``; we use the model's own
-scale. The augmented views are the shared cache's views (``views``, ``aug_scale`` of the run).
-The cache holds per-class values, so neither method classifies new classes.
+validation too (``selection=val``). ``100`` in the paper is CLIP's ``exp(logit_scale)``; we use
+the model's own scale. The augmented views are the shared cache's (``views`` of the run, 10 by
+default); Tip-Adapter-F's epochs draw from those views instead of new crops (``augment=fresh``
+draws a new view per epoch, as the reference's loader); flips only where the dataset declares
+them safe. The cache holds per-class values, so neither method classifies new classes.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import Method, MethodConfig, help_field, register_method
+from ..base import AugmentConfig, Method, MethodConfig, help_field, register_method
 from ..features import text_classifier
 
 
 @dataclass
-class TipAdapterConfig:
-    """Training-free: only the cache and the alpha/beta search."""
+class TipAdapterConfig(AugmentConfig):
+    """Training-free: the cache (10 views, crops 0.5-1, flips) and the alpha/beta search."""
+
+    aug_scale: list[float] = help_field([0.5, 1.0], "random-resized-crop scale range of the cache's views")
 
     init_alpha: float = help_field(1.0, "alpha before the search (weight of the cache logits)")
     init_beta: float = help_field(1.0, "beta before the search (sharpness of the affinities)")
@@ -57,6 +63,10 @@ class TipAdapter(Method):
 
     def _make_keys(self, keys: torch.Tensor) -> None:
         self.register_buffer("cache_keys", keys)
+
+    def describe_selection(self, selection: str | None) -> str:
+        base = super().describe_selection(selection)
+        return base + ("; alpha, beta searched on validation" if self.config.search else "")
 
     def prepare(self, train_views: torch.Tensor, labels: torch.Tensor) -> None:
         """Keys: mean over views of the normalised features, renormalised (N, D); values one-hot (N, C)."""
@@ -113,6 +123,7 @@ class TipAdapter(Method):
 class TipAdapterFConfig(MethodConfig, TipAdapterConfig):
     """Paper: AdamW lr 1e-3, eps 1e-4, batch 256, 20 epochs, cosine; then the alpha/beta search."""
 
+    aug_scale: list[float] = help_field([0.5, 1.0], "random-resized-crop scale range of the cache's views")
     batch_size: int = help_field(256, "training batch size")
     optimizer: str = help_field("adamw", "optimizer")
     lr: float = help_field(1e-3, "base learning rate")
@@ -120,6 +131,7 @@ class TipAdapterFConfig(MethodConfig, TipAdapterConfig):
     weight_decay: float = help_field(0.01, "weight decay (PyTorch AdamW's default, as the reference)")
     schedule: str = help_field("cosine", "lr schedule (CosineAnnealingLR in the reference)")
     warmup_epochs: int = help_field(0, "warm-up epochs")
+    selection: str = help_field("val", "model reported: val (best validation epoch; the reference picks it on test) or last")
 
 
 @register_method("tip_adapter_f")

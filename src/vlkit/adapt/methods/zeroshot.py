@@ -27,6 +27,7 @@ class ZeroShotConfig:
 class ZeroShot(Method):
     Config = ZeroShotConfig
     trainable = False
+    train_features = "none"  # the training images are not used
 
     def __init__(self, model, config=None, classnames=(), templates=None):
         super().__init__(model, config, classnames, templates)
