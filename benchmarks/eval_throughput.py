@@ -26,8 +26,8 @@ a second ``vlkit eval`` of the same model and data sees). Rounds interleave the 
 alternate who goes first; medians are printed. images/s counts the task's images over the
 whole evaluation (text encoding included). The metrics of both must agree within 1e-6.
 
-CLIP_benchmark (``pip install clip-benchmark --no-deps``; its metrics modules need only torch,
-tqdm and scikit-learn) is not a dependency of vlkit: without it this script says so and exits 0.
+CLIP_benchmark is not a dependency of vlkit: ``make bench`` installs it (the ``bench`` extra);
+without it this script says so in one line and exits 1.
 """
 
 from __future__ import annotations
@@ -45,16 +45,18 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # CLIP_benchmark draws a bar per bat
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))
+import peers  # noqa: E402
+
 TOLERANCE = 1e-6
 BATCH = 64
 SIDES = ["vlkit, no feature cache", "vlkit, first run (cold cache)", "vlkit, cached run (disk)"]
 
 
 def clip_benchmark_metrics():
-    try:
-        from clip_benchmark.metrics import zeroshot_classification, zeroshot_retrieval
-    except ImportError:
-        return None
+    """CLIP_benchmark's metric modules (after :func:`peers.require` has checked they import)."""
+    from clip_benchmark.metrics import zeroshot_classification, zeroshot_retrieval
+
     zeroshot_classification.accuracy = _topk_accuracy  # see _topk_accuracy
     return zeroshot_classification, zeroshot_retrieval
 
@@ -247,12 +249,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per task (default: 5)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for both sides (default: 1)")
     args = p.parse_args(argv)
-    metrics = clip_benchmark_metrics()
-    if metrics is None:
-        print("CLIP_benchmark is not installed, so there is nothing to compare against; install it with "
-              "`pip install clip-benchmark --no-deps` (it is not a dependency of vlkit) and run again.")
-        return 0
-    zsc, zsr = metrics
+    peers.require("benchmarks/eval_throughput.py", "CLIP_benchmark", peers.CLIP_BENCHMARK)
+    zsc, zsr = clip_benchmark_metrics()
     torch.set_num_threads(args.threads)
     import vlkit.data
 

@@ -16,7 +16,9 @@ A second comparison is LiT: the text tower locked. open_clip `--lock-text` still
 every step; vlkit encodes each distinct caption once (feature cache) and reuses it. Here the
 whole run is timed, cache building included, over 3 epochs of 512 distinct captions.
 
-Prints samples/s of each side and the ratios. open_clip_train ships with open-clip-torch.
+Prints samples/s of each side and the ratios. open_clip_train ships with open-clip-torch; the
+packages it imports (braceexpand, webdataset, pandas) are not vlkit dependencies: ``make bench``
+installs them, and without them this script says so in one line and exits 1.
 """
 
 from __future__ import annotations
@@ -153,6 +155,10 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true",
                    help="skip the torch.compile rows (each compiles for a minute or two first)")
     args = p.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    import peers
+
+    peers.require("benchmarks/pretrain_throughput.py", "open_clip_train", peers.OPEN_CLIP_TRAIN)
     steps, batch = (4, 32) if args.quick else (args.steps, args.batch)
     args.rounds = 1 if args.quick else max(1, args.rounds)
     print(f"torch threads: {os.cpu_count()} cores; steps {steps}, batch {batch}")
