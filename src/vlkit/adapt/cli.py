@@ -28,7 +28,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "adapt", help="few-shot adaptation (CoOp, CoCoOp, KgCoOp, MaPLe, LoRA, adapters) under a protocol",
         description="Adapt a dual encoder with one or more methods and write one results table "
                     "(markdown + JSON) per protocol. Trailing key=value pairs set method keys "
-                    "(n_ctx=4, coop.lr=0.01) or run settings (budget=0.1).")
+                    "(n_ctx=4, coop.lr=0.01) or run settings (budget=0.1).",
+        epilog="Every method's defaults are its reference code's (optimiser, model reported, augmentation; "
+               "see --list). Run settings that override them for every method: selection=last|val "
+               "(auto: each reference's), augment=views|fresh (cached views, or a new view per epoch), "
+               "aug_scale=[0.08,1.0], flip=true|false (default: each reference's where the dataset "
+               "declares flips safe).")
     p.add_argument("--method", help="method name(s), comma-separated (see --list)")
     p.add_argument("--data", help="dataset NAME[:VIEW][@option=value,...], e.g. openmoji:subgroup")
     p.add_argument("--model", help="model spec: a saved model dir, preset:NAME, openclip:..., hf:...")
