@@ -11,9 +11,7 @@ The existing plain-text test sets every context row to the same "X" embedding, s
 context rows in the wrong order or the wrong half split. Here each class has its own distinct
 rows (as with CSC), n_ctx is odd, and class names take one to three tokens; the expected
 sequences are written position by position from token ids of the model's tokenizer.
-
-The last test is a strict xfail: CoOp-CSC's random context is one draw repeated per class, where
-CoOp draws each class's context independently. Remove the mark when the init is fixed.
+The last test checks CoOp-CSC's random context is drawn per class, as CoOp draws it.
 """
 
 from __future__ import annotations
@@ -153,8 +151,6 @@ def test_encode_prompts_chunked_equals_whole_and_full_length(tiny_model, deep):
     assert torch.allclose(whole, reference, atol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="CoOp-CSC's random init repeats one draw for every class (prompts.ClassContext "
-                   "copies init_context's single (n_ctx, W) tensor); CoOp draws each class's context independently")
 def test_csc_random_context_is_drawn_per_class(tiny_model):
     """CoOp (trainers/coop.py, random init with CSC): an (n_cls, n_ctx, W) tensor, normal std 0.02."""
     from vlkit import adapt

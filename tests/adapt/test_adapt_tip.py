@@ -39,8 +39,8 @@ def _views(model, v=3, n=8, seed=0):
 
 
 def _hand_keys(views):
-    """Mean over views of the normalised features, renormalised: (N, D)."""
-    return F.normalize(sum(F.normalize(x, dim=-1) for x in views) / len(views), dim=-1)
+    """Mean over views of the raw features, then L2-normalised (Tip-Adapter's build_cache_model): (N, D)."""
+    return F.normalize(sum(views) / len(views), dim=-1)
 
 
 def _hand_logits(model, f_raw, keys, values, alpha, beta):

@@ -1,9 +1,9 @@
 """Tip-Adapter and Tip-Adapter-F: a key-value cache model built from the few-shot features.
 
 "Tip-Adapter: Training-free Adaption of CLIP for Few-shot Classification" (Zhang et al.,
-arXiv 2207.09519; gaopengcuhk/Tip-Adapter). Keys F: the L2-normalised few-shot image features
-averaged over augmented views (10 in the paper: random-resized crops at scale 0.5-1 and flips)
-and renormalised; values L: one-hot labels. For a test feature f:
+arXiv 2207.09519; gaopengcuhk/Tip-Adapter). Keys F: the few-shot image features averaged over
+augmented views (10 in the paper: random-resized crops at scale 0.5-1 and flips), then
+L2-normalised (its ``build_cache_model``); values L: one-hot labels. For a test feature f:
 ``logits = exp(logit_scale) f W^T + alpha * exp(-beta (1 - f F^T)) L``.
 Tip-Adapter is training-free; Tip-Adapter-F makes the keys learnable (initialised to F) and
 trains them with torch's AdamW (lr 1e-3, eps 1e-4, betas (0.9, 0.999), weight decay 0.01),
@@ -69,8 +69,8 @@ class TipAdapter(Method):
         return base + ("; alpha, beta searched on validation" if self.config.search else "")
 
     def prepare(self, train_views: torch.Tensor, labels: torch.Tensor) -> None:
-        """Keys: mean over views of the normalised features, renormalised (N, D); values one-hot (N, C)."""
-        keys = F.normalize(F.normalize(train_views.float(), dim=-1).mean(dim=0), dim=-1)  # (N, D)
+        """Keys: mean over views of the features, then L2-normalised (N, D); values one-hot (N, C)."""
+        keys = F.normalize(train_views.float().mean(dim=0), dim=-1)  # (N, D), as build_cache_model
         dev = self.text_weights.device
         with torch.no_grad():
             self._set_keys(keys.to(dev))
