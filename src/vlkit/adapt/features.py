@@ -15,7 +15,7 @@ decoding and augmentation, for up to 200 epochs, although the image tower is fro
   growing as positions are asked for; so the 16-shot set of seed 2 reuses every image it shares
   with seed 1, and a later run (another process) reads them from disk. Files are safetensors
   written to a temp file and moved into place (never a half file), next to the data layer's
-  :class:`~vlkit.data.cache.FeatureCache` entries.
+  :class:`~vlkit.data.cache.FeatureCache` entries, with the same checksums, verified on read.
 - **Text weights** of frozen hand-crafted prompts (zero-shot weights, KgCoOp's targets) are
   computed once per (text-path fingerprint, class names, templates) through ``FeatureCache``.
 
@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -82,7 +80,14 @@ def text_classifier(model, classnames: Sequence[str], templates: Sequence[str], 
 
 
 class ViewBank:
-    """Features of one (image path, split, transform, view) per dataset position; grows on demand."""
+    """Features of one (image path, split, transform, view) per dataset position; grows on demand.
+
+    The file is written and read through :func:`vlkit.data.cache.write_tensors` /
+    :func:`~vlkit.data.cache.read_tensors` (key, dtypes, shapes and sha256 in the metadata; all
+    finite); on top, a bank must hold one feature row per position, positions non-negative,
+    sorted and unique. A bank that fails any check is recomputed with one warning line naming
+    its file, never trusted and never a crash.
+    """
 
     def __init__(self, key: dict, root: Path):
         self.key = json.dumps(key, sort_keys=True, default=repr)
@@ -97,6 +102,12 @@ class ViewBank:
         missing = np.setdiff1d(np.unique(positions), self.positions)
         if missing.size:
             new = compute(missing).detach().float().cpu()  # (m, D)
+            if self.features is not None and new.shape[1:] != self.features.shape[1:]:
+                warnings.warn(f"vlkit: feature bank {self.path} holds features of width {self.features.shape[1]} "
+                              f"where the model gives {new.shape[1]}; recomputing it", stacklevel=2)
+                self.positions, self.features = np.zeros(0, dtype=np.int64), None
+                missing = np.unique(positions)
+                new = compute(missing).detach().float().cpu()  # (m, D)
             allpos = np.concatenate([self.positions, missing])
             feats = new if self.features is None else torch.cat([self.features, new])
             order = np.argsort(allpos, kind="stable")
@@ -106,32 +117,35 @@ class ViewBank:
         return self.features[torch.from_numpy(rows)], int(missing.size)
 
     def _read(self) -> None:
-        from safetensors import SafetensorError, safe_open
+        from ..data.cache import read_tensors
 
-        if not self.path.is_file():
-            return
-        try:
-            with safe_open(str(self.path), framework="pt") as f:
-                if (f.metadata() or {}).get("key") != self.key:
-                    return
-                pos, feats = f.get_tensor("positions"), f.get_tensor("features")
-        except (SafetensorError, OSError, ValueError) as e:
-            warnings.warn(f"vlkit: feature bank {self.path} is unreadable ({e}); recomputing", stacklevel=3)
-            return
-        self.positions, self.features = pos.numpy().astype(np.int64), feats
+        got = read_tensors(self.path, self.key, check=_bank_problem, what="feature bank")
+        if got is not None:
+            self.positions, self.features = got["positions"].numpy().astype(np.int64), got["features"]
 
     def _write(self) -> None:
-        from safetensors.torch import save_file
+        from ..data.cache import all_finite, write_tensors
 
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"positions": torch.from_numpy(self.positions), "features": self.features.contiguous()},
-                      tmp, metadata={"key": self.key})
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        tensors = {"positions": torch.from_numpy(self.positions), "features": self.features}
+        if not all_finite(tensors):
+            warnings.warn(f"vlkit: features computed for feature bank {self.path} hold NaN or infinite values; "
+                          "not caching them (check the model's weights)", stacklevel=3)
+            return
+        write_tensors(self.path, tensors, self.key)
+
+
+def _bank_problem(tensors: dict) -> str | None:
+    """What makes stored bank tensors unusable (a short phrase), or None."""
+    if set(tensors) != {"positions", "features"}:
+        return f"holds tensors {sorted(tensors)} where positions and features were expected"
+    pos, feats = tensors["positions"], tensors["features"]
+    if pos.dim() != 1 or pos.dtype != torch.int64 or feats.dim() != 2:
+        return f"holds positions {list(pos.shape)} {pos.dtype} and features {list(feats.shape)}"
+    if feats.shape[0] != pos.shape[0]:
+        return f"holds {feats.shape[0]} feature rows for {pos.shape[0]} positions"
+    if pos.numel() and (pos[0] < 0 or bool((pos[1:] <= pos[:-1]).any())):
+        return "holds positions that are negative, unsorted or repeated"
+    return None
 
 
 class FeatureStore:
