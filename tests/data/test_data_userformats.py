@@ -147,3 +147,98 @@ def test_user_datasets_pickle_for_dataloader_workers(image_folder, tmp_path, wri
         back = pickle.loads(pickle.dumps(d))
         assert np.array_equal(np.asarray(back[0].image), np.asarray(d[0].image))
     assert np.array_equal(np.asarray(wds[0].image), raw)
+
+
+# -- misread records are refused or read as meant; truncated shards are said; paths stay inside --
+
+
+def _raises_one_line(match, fn, *args, **kw):
+    """The UserError of ``fn(*args, **kw)``: one line, matching ``match``."""
+    with pytest.raises(UserError, match=match) as info:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fn(*args, **kw)
+    assert "\n" not in str(info.value), str(info.value)
+    return str(info.value)
+
+
+def _png_bytes(tmp_path, write_png, i=0):
+    write_png(tmp_path / f"p{i}.png", i)
+    return (tmp_path / f"p{i}.png").read_bytes()
+
+
+def test_webdataset_captions_string_is_one_caption_not_one_per_letter(tmp_path, write_png):
+    raw = _png_bytes(tmp_path, write_png)
+    _shard(tmp_path / "s.tar", [("a.png", raw), ("a.json", json.dumps({"captions": "a red circle"}).encode()),
+                                 ("b.png", raw), ("b.json", json.dumps({"caption": ["one", "two"]}).encode())])
+    ds, _ = _load_quiet("webdataset", path=str(tmp_path / "s.tar"), split="all")
+    assert ds[0].captions == ["a red circle"] and ds[1].captions == ["one", "two"]
+
+
+@pytest.mark.parametrize("record, kind", [
+    ({"captions": 7}, "a number"),
+    ({"captions": ["fine", 3]}, "a list holding a number"),
+    ({"caption": {"text": "x"}}, "an object"),
+])
+def test_webdataset_caption_of_another_type_is_one_line_naming_shard_and_key(tmp_path, write_png, record, kind):
+    raw = _png_bytes(tmp_path, write_png)
+    _shard(tmp_path / "s.tar", [("k7.png", raw), ("k7.json", json.dumps(record).encode())])
+    msg = _raises_one_line(r"s\.tar:k7\.json", data.load, "webdataset", path=str(tmp_path / "s.tar"), split="all")
+    assert kind in msg and "string or a list of caption strings" in msg
+
+
+def _tar_bytes(samples):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, payload in samples:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return buf.getvalue()
+
+
+def test_truncated_shard_warns_with_the_samples_read_and_strict_raises(tmp_path, write_png):
+    members = []
+    for i in range(4):
+        members += [(f"{i:03d}.png", _png_bytes(tmp_path, write_png, i)), (f"{i:03d}.txt", b"caption %d" % i)]
+    raw = _tar_bytes(members)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        third = next(m for m in tar.getmembers() if m.name == "002.png")
+    shard = tmp_path / "cut.tar"
+    shard.write_bytes(raw[: third.offset_data + 10])  # the copy stopped inside the third image
+    ds, messages = _load_quiet("webdataset", path=str(shard), split="all")
+    assert len(ds) == 2 and [ds[i].captions for i in range(2)] == [["caption 0"], ["caption 1"]]
+    lines = [m for m in messages if "truncated" in m]
+    assert len(lines) == 1 and str(shard) in lines[0] and "read 2 samples" in lines[0] and "\n" not in lines[0]
+    shard.write_bytes(raw[: third.offset])  # cut exactly between samples: tar itself says nothing
+    ds, messages = _load_quiet("webdataset", path=str(shard), split="all")
+    assert len(ds) == 1 and any("truncated" in m and "read 1 sample " in m for m in messages)
+    _raises_one_line(r"cut\.tar is truncated.*strict", data.load, "webdataset", path=str(shard), split="all",
+                     strict=True)
+    shard.write_bytes(raw)  # the whole shard: no warning
+    ds, messages = _load_quiet("webdataset", path=str(shard), split="all")
+    assert len(ds) == 4 and not any("truncated" in m for m in messages)
+
+
+@pytest.mark.parametrize("record", [{"label": {"name": "cat"}}, {"label": ["cat"]}, {"label": True},
+                                    {"label": 2.5}, {"label": -1}])
+def test_webdataset_label_that_is_no_class_is_refused(tmp_path, write_png, record):
+    raw = _png_bytes(tmp_path, write_png)
+    _shard(tmp_path / "s.tar", [("k.png", raw), ("k.json", json.dumps({"caption": "x", **record}).encode())])
+    _raises_one_line(r"label at .*s\.tar:k\.json", data.load, "webdataset", path=str(tmp_path / "s.tar"), split="all")
+
+
+@pytest.mark.parametrize("cls", [b"cat", b"3.5", b"\xff\xfe", b""])
+def test_webdataset_non_integer_cls_is_one_line(tmp_path, write_png, cls):
+    raw = _png_bytes(tmp_path, write_png)
+    _shard(tmp_path / "s.tar", [("k.png", raw), ("k.txt", b"x"), ("k.cls", cls)])
+    _raises_one_line(r"s\.tar:k\.cls .*not a class index", data.load, "webdataset",
+                     path=str(tmp_path / "s.tar"), split="all")
+
+
+def test_webdataset_integer_cls_and_classname_still_make_classes(tmp_path, write_png):
+    raw = _png_bytes(tmp_path, write_png)
+    _shard(tmp_path / "s.tar", [("a.png", raw), ("a.txt", b"x"), ("a.cls", b" 1\n"),
+                                 ("b.png", raw), ("b.json", b'{"caption": "y", "label": 0, "classname": "cat"}')])
+    ds, _ = _load_quiet("webdataset", path=str(tmp_path / "s.tar"), split="all")
+    assert list(ds.targets) == [1, 0] and ds.classnames == ["cat", "1"]

@@ -6,6 +6,10 @@ Bad input policy:
   naming the first one (``strict=True``: UserError naming the file instead);
 - an empty caption is a UserError naming the file and line (a silent empty text would train
   the model on nothing);
+- a caption field is a string (one caption) or a list of strings (several); a label is a class
+  index (a non-negative integer) or a class name (a string); anything else is a UserError
+  naming the file and line (or shard and key) and the expected type, never read by ``str()``;
+- a text file that is not UTF-8 is a UserError naming the file and line;
 - a missing file or folder is a UserError naming it.
 
 The check opens each image's header (``PIL.Image.verify``), which is fast and catches
@@ -39,7 +43,7 @@ class UserOptions:
     """Options shared by every user format."""
 
     path: str = ""
-    strict: bool = False  # raise on the first unreadable image instead of skipping it
+    strict: bool = False  # raise on the first unreadable image (or truncated shard) instead of skipping it
     check_images: bool = True  # open each image header at load (skip or raise early)
     templates: list[str] = field(default_factory=list)  # prompt templates; default from classes/
     flip_safe: bool = True  # a horizontal flip keeps the labels (photos); false for text, digits, arrows
@@ -84,6 +88,74 @@ def check_caption(text: Any, where: str) -> str:
     if not text:
         raise UserError(f"empty caption at {where}; write a caption there or remove the entry")
     return text
+
+
+def caption_list(value: Any, where: str, key: str) -> list[str]:
+    """A caption field as captions: a string is one caption, a list of strings several; an
+    empty or missing one is "empty caption" and any other type a UserError naming ``where``."""
+    if value is None or isinstance(value, str):
+        return [check_caption(value, where)]
+    if isinstance(value, list) and value and all(isinstance(c, str) for c in value):
+        return [check_caption(c, where) for c in value]
+    if isinstance(value, list) and not value:
+        return [check_caption("", where)]
+    raise UserError(f"{key!r} at {where} is {json_kind(value)}; write a caption string or a list of caption strings")
+
+
+MAX_LABEL = 1_000_000  # a class index this large is a mistake (or an attempt to allocate a huge table)
+
+
+def check_label(value: Any, where: str) -> int | str | None:
+    """A label as a class index (int) or a class name (str); None or "" when absent.
+
+    A dict, a list, true/false, a fraction or a negative number is a UserError naming ``where``
+    (read by ``str()`` it would silently become a class of its own).
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not re.fullmatch(r"[+-]?\d+", text):
+            return text
+        value = int(text) if len(text) <= 18 else MAX_LABEL  # (int() of 4,300+ digits raises)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"label at {where} is {json_kind(value)}; write a class name (a string) "
+                        "or a class index (an integer)")
+    if not 0 <= value < MAX_LABEL:
+        raise UserError(f"label at {where} is {json_kind(value)}, not a class index (0 to {MAX_LABEL - 1}); "
+                        "write a non-negative integer or a class name")
+    return value
+
+
+def json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in a user's words: "a number", "an object (dict)", ..."""
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (true/false)"
+    if isinstance(value, int) and abs(value) >= 10**12:
+        return "a huge number"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, dict):
+        return "an object (dict)"
+    if isinstance(value, list):
+        odd = [v for v in value if not isinstance(v, str)][:1]
+        return "an empty list" if not value else f"a list holding {json_kind(odd[0])}" if odd else "a list"
+    if value is None:
+        return "null"
+    return f"a {type(value).__name__}"
+
+
+def decode_text(data: bytes, where: str) -> str:
+    """UTF-8 bytes (a byte-order mark allowed) as text; other bytes are a UserError naming
+    ``where`` and the line of the first bad byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise UserError(f"{where} is not UTF-8 text (line {line} holds byte 0x{data[e.start]:02x}); "
+                        "save it as UTF-8") from None
 
 
 def split_folder(root: Path, split: str) -> tuple[Path, bool]:
