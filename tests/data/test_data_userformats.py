@@ -242,3 +242,76 @@ def test_webdataset_integer_cls_and_classname_still_make_classes(tmp_path, write
                                  ("b.png", raw), ("b.json", b'{"caption": "y", "label": 0, "classname": "cat"}')])
     ds, _ = _load_quiet("webdataset", path=str(tmp_path / "s.tar"), split="all")
     assert list(ds.targets) == [1, 0] and ds.classnames == ["cat", "1"]
+
+
+@pytest.mark.parametrize("label", [{"name": "cat"}, ["cat"], False])
+def test_jsonl_label_that_is_no_class_is_refused_with_line(tmp_path, write_png, label):
+    _images(tmp_path, write_png)
+    lines = [{"image": "img/0.png", "caption": "a", "label": "cat"}, {"image": "img/1.png", "caption": "b", "label": label}]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    _raises_one_line(r"label at .*a\.jsonl line 2", data.load, "captions", path=str(tmp_path / "a.jsonl"), split="all")
+
+
+@pytest.mark.parametrize("image", [7, ["img/0.png"], {"path": "img/0.png"}, True])
+def test_jsonl_image_that_is_not_a_path_string_is_one_line(tmp_path, write_png, image):
+    _images(tmp_path, write_png)
+    (tmp_path / "a.jsonl").write_text(json.dumps({"image": "img/1.png", "caption": "a"}) + "\n"
+                                      + json.dumps({"image": image, "caption": "b"}) + "\n")
+    _raises_one_line(r"image path at .*a\.jsonl line 2 is .*path string", data.load, "captions",
+                     path=str(tmp_path / "a.jsonl"), split="all")
+
+
+@pytest.mark.parametrize("line", ["[1, 2]", "5", '"img/0.png"', "null"])
+def test_jsonl_line_that_is_not_an_object_is_one_line(tmp_path, write_png, line):
+    _images(tmp_path, write_png)
+    (tmp_path / "a.jsonl").write_text(line + "\n")
+    _raises_one_line(r"a\.jsonl line 1 is .*not a JSON object", data.load, "captions",
+                     path=str(tmp_path / "a.jsonl"), split="all")
+
+
+def test_jsonl_caption_string_list_and_other_types(tmp_path, write_png):
+    _images(tmp_path, write_png)
+    (tmp_path / "a.jsonl").write_text('{"image": "img/0.png", "captions": "just one"}\n')
+    ds, _ = _load_quiet("captions", path=str(tmp_path / "a.jsonl"), split="all")
+    assert ds[0].captions == ["just one"]
+    (tmp_path / "b.jsonl").write_text('{"image": "img/0.png", "caption": {"en": "x"}}\n')
+    _raises_one_line(r"'caption' at .*b\.jsonl line 1 is an object", data.load, "captions",
+                     path=str(tmp_path / "b.jsonl"), split="all")
+
+
+def test_non_utf8_captions_file_is_one_line_with_line_number(tmp_path, write_png):
+    _images(tmp_path, write_png)
+    (tmp_path / "a.csv").write_bytes("filepath\ttitle\nimg/0.png\tok\nimg/1.png\tcaf\xe9\n".encode("latin-1"))
+    _raises_one_line(r"a\.csv is not UTF-8 text \(line 3.*save it as UTF-8", data.load, "captions",
+                     path=str(tmp_path / "a.csv"), split="all")
+    (tmp_path / "b.jsonl").write_bytes(b'{"image": "img/0.png", "caption": "\xff"}\n')
+    _raises_one_line(r"b\.jsonl is not UTF-8", data.load, "captions", path=str(tmp_path / "b.jsonl"), split="all")
+    (tmp_path / "c.csv").write_bytes("\ufefffilepath,title\nimg/0.png,caf\u00e9\n".encode("utf-8"))  # Excel's BOM
+    ds, _ = _load_quiet("captions", path=str(tmp_path / "c.csv"), split="all")
+    assert ds[0].captions == ["caf\u00e9"]
+
+
+def test_non_utf8_sidecar_caption_is_one_line(image_folder):
+    (image_folder / "cats" / "c1.txt").write_bytes(b"a cat \xe9\n")
+    _raises_one_line(r"c1\.txt is not UTF-8", data.load, f"imagefolder={image_folder}", split="all")
+
+
+@pytest.mark.parametrize("rel", ["../outside.png", "img/../../outside.png", "ABS"])
+def test_captions_image_paths_are_confined_to_the_files_folder(tmp_path, write_png, rel):
+    inner = tmp_path / "set"
+    _images(inner, write_png)
+    write_png(tmp_path / "outside.png", 9)  # exists, readable: only the path rule stops it
+    rel = str(tmp_path / "outside.png") if rel == "ABS" else rel
+    (inner / "a.csv").write_text(f"filepath\ttitle\nimg/0.png\tinside\n{rel}\toutside\n")
+    msg = _raises_one_line(r"a\.csv line 3 points outside", data.load, "captions",
+                           path=str(inner / "a.csv"), split="all")
+    assert "allow_outside=true" in msg
+    ds, _ = _load_quiet("captions", path=str(inner / "a.csv"), split="all", allow_outside=True)
+    assert len(ds) == 2 and ds[1].captions == ["outside"]
+
+
+def test_captions_paths_that_stay_inside_are_fine(tmp_path, write_png):
+    _images(tmp_path, write_png)
+    (tmp_path / "a.csv").write_text("filepath\ttitle\nimg/../img/0.png\tx\n./img/1.png\ty\n")
+    ds, _ = _load_quiet("captions", path=str(tmp_path / "a.csv"), split="all")
+    assert len(ds) == 2

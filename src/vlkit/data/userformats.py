@@ -7,19 +7,24 @@ captions are the prompt templates filled with the class name.
 
 ``captions=/data/train.csv``: the columns ``filepath`` and ``title`` as open_clip reads them
 (tab-separated unless the header has no tab, then comma), or ``.jsonl`` lines with ``image`` and
-``caption`` (a string) or ``captions`` (a list). Image paths are relative to the file. Rows
-naming the same image are one sample with several captions. An optional ``label`` column/key
-gives a ``label`` view. A ``{split}`` in the path is replaced by the split name.
+``caption`` (a string) or ``captions`` (a list). Image paths are relative to the file and
+must stay inside its folder (no absolute paths, no ``..`` out of it) unless
+``allow_outside=true``: a captions file from elsewhere cannot make a run read arbitrary files.
+Rows naming the same image are one sample with several captions. An optional ``label``
+column/key gives a ``label`` view. A ``{split}`` in the path is replaced by the split name.
 
-Bad input follows :mod:`vlkit.data.files`: unreadable images skipped and counted, empty
-captions refused with file and line, missing paths named.
+Bad input follows :mod:`vlkit.data.files`: unreadable images skipped and counted; empty
+captions, captions or labels of the wrong type, image paths that are not strings or leave the
+folder, and files that are not UTF-8 refused with file and line; missing paths named.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import dataclasses
+import io
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +33,9 @@ import numpy as np
 from ..errors import UserError, missing_file
 from .catalog import read_classes, register_dataset
 from .dataset import BytesImages, View, VLDataset
-from .files import (IMAGE_EXTS, UserOptions, check_caption, content_hash, file_reader, image_ok,
-                    label_view, split_folder, stat_key, warn_skipped, whole_data_warning)
+from .files import (IMAGE_EXTS, UserOptions, caption_list, check_label, content_hash, decode_text,
+                    file_reader, image_ok, json_kind, label_view, split_folder, stat_key, warn_skipped,
+                    whole_data_warning)
 
 
 @dataclass
@@ -43,6 +49,7 @@ class CaptionsOptions(UserOptions):
     caption_key: str = "title"  # column / JSON key of the caption ("caption", "captions" too)
     label_key: str = "label"
     sep: str = ""  # CSV separator; empty: tab if the header holds one, else comma
+    allow_outside: bool = False  # allow image paths outside the file's folder (absolute, or ../)
 
 
 def _templates(opts: UserOptions) -> list[str]:
@@ -53,7 +60,7 @@ def _read_sidecar(path: Path) -> list[str] | None:
     side = path.with_suffix(".txt")
     if not side.is_file():
         return None
-    lines = side.read_text(encoding="utf-8").splitlines()
+    lines = decode_text(side.read_bytes(), f"caption file {side}").splitlines()
     caps = [line.strip() for line in lines if line.strip()]
     if not caps:
         raise UserError(f"empty caption at {side} line 1; write a caption there or delete the file")
@@ -99,23 +106,30 @@ def load_imagefolder(split: str, opts: ImageFolderOptions) -> VLDataset:
 
 def _rows_csv(path: Path, opts: CaptionsOptions):
     """(line number, row dict) of a CSV/TSV; the separator as open_clip writes it (tab) or comma."""
-    with open(path, encoding="utf-8", newline="") as f:
-        header = f.readline()
-        sep = opts.sep or ("\t" if "\t" in header else ",")
-        f.seek(0)
-        reader = csv.DictReader(f, delimiter=sep)
+    text = decode_text(path.read_bytes(), f"captions file {path}")
+    header = text.split("\n", 1)[0]
+    sep = opts.sep or ("\t" if "\t" in header else ",")
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=sep)
+    try:
         for row in reader:
             yield reader.line_num, row
+    except csv.Error as e:
+        raise UserError(f"{path} line {reader.line_num} is not valid CSV ({e}); fix that line") from None
 
 
 def _rows_jsonl(path: Path):
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path} line {n} is not valid JSON ({e.msg}); fix that line") from None
+    text = decode_text(path.read_bytes(), f"captions file {path}")
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:  # JSONDecodeError, or an integer of more than 4,300 digits
+            raise UserError(f"{path} line {n} is not valid JSON ({getattr(e, 'msg', e)}); fix that line") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path} line {n} is {json_kind(row)}, not a JSON object; "
+                            'write one object per line, e.g. {"image": "img/0.png", "caption": "..."}')
+        yield n, row
 
 
 def _pick(row: dict, keys: tuple[str, ...]):
@@ -123,6 +137,19 @@ def _pick(row: dict, keys: tuple[str, ...]):
         if k in row:
             return k, row[k]
     return None, None
+
+
+def _image_path(value, where: str, folder: Path, allow_outside: bool) -> str:
+    """The image path of one row, checked: a non-empty string that stays in ``folder``."""
+    if not isinstance(value, str):
+        raise UserError(f"image path at {where} is {json_kind(value)}; write a path string, "
+                        'e.g. "img/0.png" (relative to the file)')
+    if "\x00" in value:
+        raise UserError(f"image path at {where} holds a NUL character; write a plain file path")
+    if not allow_outside and (os.path.isabs(value) or os.path.normpath(value).split(os.sep)[0] == ".."):
+        raise UserError(f"image path {value!r} at {where} points outside {folder}; write paths relative to "
+                        "the file's folder, or pass allow_outside=true to read images anywhere")
+    return value
 
 
 def read_caption_rows(path: Path, opts: CaptionsOptions) -> tuple[list[str], list[list[str]], list]:
@@ -134,16 +161,18 @@ def read_caption_rows(path: Path, opts: CaptionsOptions) -> tuple[list[str], lis
     for n, row in rows:
         where = f"{path} line {n}"
         _, image = _pick(row, (opts.image_key, "filepath", "image", "image_path"))
-        if not image:
+        if image is None or image == "":
             raise UserError(f"no image path at {where}; give a {opts.image_key!r} column/key")
+        image = _image_path(image, where, path.parent, opts.allow_outside)
         key, cap = _pick(row, (opts.caption_key, "title", "caption", "captions", "text"))
         if key is None:
             raise UserError(f"no caption at {where}; give a {opts.caption_key!r} column/key")
-        texts = [check_caption(c, where) for c in ((cap or [""]) if isinstance(cap, list) else [cap])]
+        texts = caption_list(cap, where, key)
+        label = check_label(row.get(opts.label_key), where)
         if image not in order:
             order[image] = len(caps)
             caps.append([])
-            labels.append(row.get(opts.label_key))
+            labels.append(label)
         caps[order[image]] += [t for t in texts if t not in caps[order[image]]]
     return list(order), caps, labels
 
@@ -161,7 +190,7 @@ def load_captions(split: str, opts: CaptionsOptions) -> VLDataset:
     keep, skipped = [], []
     for i, rel in enumerate(images):
         p = (path.parent / rel).expanduser()
-        ok = p.is_file() and (not opts.check_images or image_ok(file_reader(p), str(p), opts.strict))
+        ok = os.path.isfile(p) and (not opts.check_images or image_ok(file_reader(p), str(p), opts.strict))
         if not ok and opts.strict:
             raise missing_file(p, f"image listed in {path}")
         (keep if ok else skipped).append(i if ok else str(p))
