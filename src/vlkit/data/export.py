@@ -10,6 +10,13 @@
   the current view's classes.
 
 Images are written as PNG (lossless), so a round trip returns the same pixels.
+
+The folder must be empty (or not exist): stale files from an earlier export would load back as
+part of this one. ``overwrite=True`` first deletes the files an export writes, recognised by
+their names (``shards-NNNNNN.tar``, ``captions.csv``, ``images/NNNNNN.png``,
+``CLASS/NNNNNN.png|txt``, and the temp files of an interrupted write), and still refuses a
+folder that holds anything else. :func:`export` returns the spec path (a ``str``) carrying
+``n_samples`` and ``files``: what was actually written.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import tarfile
 import time
@@ -44,15 +52,74 @@ def _classname(ds: VLDataset, label: int) -> str | None:
     return names[label] if names is not None and 0 <= label < len(names) else None
 
 
-def export(dataset: VLDataset, fmt: str, out_dir: str | Path, shard_size: int = 1000) -> str:
+class Exported(str):
+    """The spec path to load an export back (a plain ``str`` to every caller), with what was
+    written: ``n_samples`` (samples in the files) and ``files`` (paths relative to the folder)."""
+
+    n_samples: int
+    files: list[str]
+
+    def __new__(cls, spec: str, n_samples: int, files: list[str]) -> "Exported":
+        out = super().__new__(cls, spec)
+        out.n_samples, out.files = n_samples, list(files)
+        return out
+
+
+def export(dataset: VLDataset, fmt: str, out_dir: str | Path, shard_size: int = 1000,
+           overwrite: bool = False) -> Exported:
     """Write ``dataset`` to ``out_dir`` as ``fmt``; returns the spec path to load it back
-    (a shard pattern, a CSV file or a folder)."""
+    (a shard pattern, a CSV file or a folder) with ``n_samples`` and ``files`` written.
+
+    ``out_dir`` must be empty or new; ``overwrite=True`` replaces an earlier export there.
+    """
     if fmt not in FORMATS:
         raise unknown_name("export format", fmt, FORMATS)
+    if fmt == "webdataset" and shard_size < 1:
+        raise UserError(f"shard_size must be at least 1, got {shard_size}")
+    if fmt == "imagefolder" and dataset.classnames is None:
+        raise UserError(f"imagefolder export needs a view with class names; {dataset.name} view {dataset.view!r} "
+                        f"has none (views: {', '.join(sorted(dataset.views)) or 'none'}); pick one with with_view()")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    return {"webdataset": _webdataset, "captions": _captions, "imagefolder": _imagefolder}[fmt](
-        dataset, out, shard_size)
+    _prepare(out, overwrite)  # after every check: a refused export deletes nothing
+    files: list[str] = []
+    spec, n_samples = {"webdataset": _webdataset, "captions": _captions, "imagefolder": _imagefolder}[fmt](
+        dataset, out, shard_size, files)
+    return Exported(spec, n_samples, files)
+
+
+# What an export writes (and what overwrite=True may delete): relative paths, "/"-separated.
+_OWN_FILE = re.compile(r"shards-\d{6}\.tar|captions\.csv|[^/]+/\d{6}\.(png|txt)|(.+/)?\.[^/]+\.tmp")
+
+
+def _prepare(out: Path, overwrite: bool) -> None:
+    """Make ``out`` an existing, empty folder; with ``overwrite``, empty it of export files."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"export target {out} is a file, not a folder; give a folder path (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create export folder {out} ({e.strerror or e}); give a folder you can write") from None
+    with os.scandir(out) as it:
+        first = next(it, None)
+    if first is None:
+        return
+    if not overwrite:
+        raise UserError(f"export folder {out} is not empty (it holds {first.name}); choose an empty folder, "
+                        "or pass overwrite=True to replace an earlier export there")
+    own, dirs = [], []
+    for root, subdirs, names in os.walk(out):  # links are never followed: a link is a file here
+        rel = Path(root).relative_to(out)
+        names += [d for d in subdirs if os.path.islink(os.path.join(root, d))]
+        dirs += [Path(root) / d for d in subdirs if not os.path.islink(os.path.join(root, d))]
+        for name in names:
+            if not _OWN_FILE.fullmatch((rel / name).as_posix()):
+                raise UserError(f"export folder {out} holds files an export does not write (first: "
+                                f"{rel / name}); empty it or choose another folder")
+            own.append(Path(root) / name)
+    for f in own:
+        f.unlink()
+    for d in sorted(dirs, key=lambda d: len(d.parts), reverse=True):  # deepest first; all empty now
+        d.rmdir()
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
@@ -61,9 +128,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _webdataset(ds: VLDataset, out: Path, shard_size: int) -> str:
-    if shard_size < 1:
-        raise UserError(f"shard_size must be at least 1, got {shard_size}")
+def _webdataset(ds: VLDataset, out: Path, shard_size: int, files: list[str]) -> tuple[str, int]:
     n_shards = max(1, -(-len(ds) // shard_size))
     now = time.time()
     for s in range(n_shards):
@@ -80,11 +145,12 @@ def _webdataset(ds: VLDataset, out: Path, shard_size: int) -> str:
                 _add(tar, f"{key}.txt", sample.captions[0].encode("utf-8"), now)
                 _add(tar, f"{key}.json", json.dumps(record, ensure_ascii=False).encode("utf-8"), now)
         atomic_write_bytes(out / f"shards-{s:06d}.tar", buf.getvalue())
+        files.append(f"shards-{s:06d}.tar")
     last = n_shards - 1
-    return str(out / (f"shards-{{000000..{last:06d}}}.tar" if last else "shards-000000.tar"))
+    return str(out / (f"shards-{{000000..{last:06d}}}.tar" if last else "shards-000000.tar")), len(ds)
 
 
-def _captions(ds: VLDataset, out: Path, shard_size: int) -> str:
+def _captions(ds: VLDataset, out: Path, shard_size: int, files: list[str]) -> tuple[str, int]:
     (out / "images").mkdir(exist_ok=True)
     rows = io.StringIO()
     writer = csv.writer(rows, delimiter="\t", lineterminator="\n")
@@ -93,12 +159,14 @@ def _captions(ds: VLDataset, out: Path, shard_size: int) -> str:
     for i in range(len(ds)):
         sample, rel = ds[i], f"images/{i:06d}.png"
         atomic_write_bytes(out / rel, _png(sample.image))
+        files.append(rel)
         extra = [_classname(ds, sample.label) or ""] if has_names else []
         for cap in sample.captions:
             writer.writerow([rel, _one_line(cap)] + extra)
     path = out / "captions.csv"
     atomic_write_bytes(path, rows.getvalue().encode("utf-8"))
-    return str(path)
+    files.append("captions.csv")
+    return str(path), len(ds)
 
 
 def _folder_names(classnames: list[str]) -> list[str]:
@@ -113,17 +181,17 @@ def _folder_names(classnames: list[str]) -> list[str]:
     return out
 
 
-def _imagefolder(ds: VLDataset, out: Path, shard_size: int) -> str:
-    if ds.classnames is None:
-        raise UserError(f"imagefolder export needs a view with class names; {ds.name} view {ds.view!r} "
-                        f"has none (views: {', '.join(sorted(ds.views)) or 'none'}); pick one with with_view()")
+def _imagefolder(ds: VLDataset, out: Path, shard_size: int, files: list[str]) -> tuple[str, int]:
     folders = _folder_names(ds.classnames)
+    n = 0
     for i in range(len(ds)):
         sample = ds[i]
-        if sample.label < 0:
+        if sample.label < 0:  # no class: no folder to put it in
             continue
-        folder = out / folders[sample.label]
-        atomic_write_bytes(folder / f"{i:06d}.png", _png(sample.image))
+        rel = f"{folders[sample.label]}/{i:06d}"
+        atomic_write_bytes(out / f"{rel}.png", _png(sample.image))
         text = "\n".join(_one_line(c) for c in sample.captions) + "\n"
-        atomic_write_bytes(folder / f"{i:06d}.txt", text.encode("utf-8"))
-    return str(out)
+        atomic_write_bytes(out / f"{rel}.txt", text.encode("utf-8"))
+        files += [f"{rel}.png", f"{rel}.txt"]
+        n += 1
+    return str(out), n
