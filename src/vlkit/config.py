@@ -68,15 +68,34 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
+    """The mapping in a YAML file; a file that is missing, unreadable, not UTF-8 text, not YAML
+    or not a mapping is a UserError of one line naming it (and the line, where known)."""
     path = Path(path)
     if not path.is_file():
         raise missing_file(path, "config file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read config file {path} ({e.strerror or e}); check its permissions") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError(f"config file {path} is not UTF-8 text (line {line} holds byte 0x{raw[e.start]:02x}); "
+                        "give a YAML text file") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow (binary data, control codes)
+        line = text[: e.position].count("\n") + 1
+        char = f"U+{e.character:04X}" if isinstance(e.character, int) else repr(e.character)
+        raise UserError(f"config file {path} holds a character YAML does not allow ({char}) at line {line}; "
+                        "give a YAML text file") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise UserError(f"config file {path} is not valid YAML{where}; fix its syntax") from None
+    except RecursionError:
+        raise UserError(f"config file {path} nests too deeply to be a config; fix its syntax") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a mapping of keys to values")
     return data
