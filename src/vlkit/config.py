@@ -41,11 +41,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key:
         raise UserError(f"override {text!r} has an empty key; write e.g. optim.lr=1e-3")
+    return key.split("."), (_yaml_value(raw) if raw.strip() else "")
+
+
+def _yaml_value(raw: str) -> Any:
+    """``raw`` read as a YAML value, or ``raw`` itself where YAML cannot read it ("{", "2001-13-01")."""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
+        return yaml.safe_load(raw)
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError):  # pyyaml's constructors raise these too
+        return raw
 
 
 def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
@@ -130,7 +134,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return build(tp, value, prefix=where + ".")
     if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
         if isinstance(value, str) and origin is not None:
-            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
+            value = [_yaml_value(v) for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise UserError(f"{where}: expected a list, got {value!r}")
         item_tp = args[0] if args else Any
@@ -141,12 +145,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise UserError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                raise UserError(f"{where}: expected a number, got {value!r}") from None
-        return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float's range
+            raise UserError(f"{where}: expected a number, got {value!r}") from None
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
