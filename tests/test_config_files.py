@@ -34,3 +34,17 @@ def test_cli_reports_a_binary_config_or_model_file_in_one_line(tmp_path, capsys,
     rc = main([a.format(path=path) for a in argv])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and "is not UTF-8 text" in err and str(path) in err
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"time_budget_s: 2001-13-01\n", r"holds a value YAML cannot read \(month must be in 1..12\)"),
+    (b"time_budget_s: " + b"9" * 5000 + b"\n", r"holds a value YAML cannot read"),
+    (b"data:\n  options:\n    1: 2\n", r"has a key that is not a name \(1\) under 'data.options'"),
+    (b"yes: 1\n", r"has a key that is not a name \(True\)"),
+])
+def test_config_file_values_yaml_cannot_construct_are_one_line(tmp_path, content, match):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=match) as info:
+        config.load(path, PretrainConfig)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)

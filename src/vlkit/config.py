@@ -100,9 +100,27 @@ def read_yaml(path: str | Path) -> dict:
         raise UserError(f"config file {path} is not valid YAML{where}; fix its syntax") from None
     except RecursionError:
         raise UserError(f"config file {path} nests too deeply to be a config; fix its syntax") from None
+    except (ValueError, TypeError, AttributeError) as e:  # pyyaml's constructors: a bad date, a 5,000-digit int
+        raise UserError(f"config file {path} holds a value YAML cannot read ({' '.join(str(e).split())[:120]}); "
+                        "fix it or quote it as a string") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a mapping of keys to values")
+    _check_keys(data, path, "")
     return data
+
+
+def _check_keys(node: Any, path: Path, where: str) -> None:
+    """Every key of every mapping in a config file is a name (YAML also allows 1:, yes:, null:)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if not isinstance(k, str):
+                inside = f" under {where!r}" if where else ""
+                raise UserError(f"config file {path} has a key that is not a name ({k!r}){inside}; "
+                                "write keys as names, quoting them where YAML reads a number or true/false")
+            _check_keys(v, path, f"{where}.{k}" if where else k)
+    elif isinstance(node, list):
+        for v in node:
+            _check_keys(v, path, where)
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
