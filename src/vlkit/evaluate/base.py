@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 import torch
 
 from .. import config as _config
+from ..errors import UserError
 from ..registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,6 +79,32 @@ class Evaluator:
 
 
 EVALUATORS: Registry[type[Evaluator]] = Registry("evaluator")
+
+
+def require_finite(values, what: str, model: str, suite: str | None) -> torch.Tensor:
+    """``values`` as a tensor, unchanged, when every entry is finite; else a one-line UserError
+    naming the suite and the model.
+
+    No metric computed from NaN or infinite features means anything, and some look perfect:
+    NaN compares false with everything, so in retrieval no negative ever scores "at least as
+    high" as a NaN positive and every query ranks first (R@1 = MRR = 1.0). The evaluation
+    sources (:mod:`vlkit.evaluate.sources`) call this on everything a model or the user hands
+    to a suite (image and text features, given logits, the logit scale), so every suite refuses
+    them in one place.
+    """
+    values = torch.as_tensor(values)
+    if not (values.is_floating_point() or values.is_complex()):
+        return values
+    bad = ~torch.isfinite(values)
+    if not bool(bad.any()):
+        return values
+    rows = bad.reshape(len(values), -1).any(dim=1) if values.dim() else bad.reshape(1)
+    where = f"{suite}: " if suite else ""
+    raise UserError(
+        f"{where}model {model} gives NaN or infinite {what} ({int(rows.sum())} of {len(rows)} rows), "
+        "so no metric can be computed; check the model's weights (a diverged or damaged checkpoint?) "
+        "and its inputs"
+    )
 
 
 # -- classification metrics shared by zeroshot, linear_probe and calibration ----------------------

@@ -67,12 +67,13 @@ def run(
     config, when a trainer calls this) are kept in metrics.json as ``history`` / ``run_config``.
     """
     evaluators = build_evaluators(suites, options, default_split=split)
+    model_name = None
     if isinstance(model, (str, Path)):
         from .. import models
 
-        model = models.load(str(model))
+        model_name, model = str(model), models.load(str(model))
     ctx = EvalContext.from_model(model, data, seed=seed, batch_size=batch_size, device=device, cache=cache,
-                                 data_options=data_options)
+                                 data_options=data_options, model_name=model_name)
     metrics, chance, artifacts = {}, {}, {}
     for name, evaluator in evaluators.items():
         with ctx.for_suite(name):

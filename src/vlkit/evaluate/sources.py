@@ -6,6 +6,10 @@ typing): a model with ``encode_image(images, normalize=True)``, ``encode_text(te
 normalize=True)``, ``preprocess(train=False)``, ``fingerprint()`` and a log-space
 ``logit_scale``; datasets with ``classnames``, ``templates``, ``targets``, ``fingerprint()``,
 ``name``, ``view`` and samples with ``image``, ``captions`` and ``meta``.
+
+Both sources refuse NaN or infinite values where they hand them out (image and text features,
+given logits, the logit scale) with one line naming the suite that asked and the model
+(:func:`~vlkit.evaluate.base.require_finite`), so no suite ever scores them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from .base import require_finite
 from .context import EvalContext, as_split_dict
 
 
@@ -36,9 +41,11 @@ class ModelContext(EvalContext):
         cache: bool | Any = True,
         text_batch_size: int = 256,
         data_options: Mapping[str, Any] | None = None,
+        model_name: str | None = None,
     ):
         super().__init__(seed=seed, logit_scale=_logit_scale_of(model), text_batch_size=text_batch_size)
         self.model = model
+        self.model_name = repr(model_name) if model_name else _model_label(model)
         self.batch_size = int(batch_size)
         self.device = torch.device(device) if device is not None else _device_of(model)
         self._spec: str | None = None
@@ -123,10 +130,12 @@ class ModelContext(EvalContext):
             raise self._missing_tower("image")
         ds = self.dataset(split)
         if self._cache is None:
-            return self._encode_images(ds)
-        transform = self.model.preprocess(train=False)
-        key = {"model": self.model.fingerprint(), "data": ds.fingerprint(), "transform": repr(transform), "view": 0}
-        return torch.as_tensor(self._cache.get(key, lambda: self._encode_images(ds, transform)))
+            feats = self._encode_images(ds)
+        else:
+            transform = self.model.preprocess(train=False)
+            key = {"model": self.model.fingerprint(), "data": ds.fingerprint(), "transform": repr(transform), "view": 0}
+            feats = self._cache.get(key, lambda: self._encode_images(ds, transform))
+        return self._finite(feats, f"image features on split {split!r}")
 
     def _encode_images(self, ds, transform=None) -> torch.Tensor:
         transform = transform or self.model.preprocess(train=False)
@@ -143,12 +152,20 @@ class ModelContext(EvalContext):
             raise self._missing_tower("text")
         fingerprint = _call(self.model, "fingerprint")
         if self._cache is None or fingerprint is None:
-            return self._run_text(texts)
+            return self._finite(self._run_text(texts), "text features")
         # a chunk of texts (the base class encodes in chunks of text_batch_size), keyed by
         # content, so a second evaluation of the same model skips the text tower as well
         digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
         key = {"model": fingerprint, "texts": digest, "n_texts": len(texts), "kind": "eval-text"}
-        return torch.as_tensor(self._cache.get(key, lambda: self._run_text(texts).float().cpu()))
+        feats = self._cache.get(key, lambda: self._run_text(texts).float().cpu())
+        return self._finite(feats, "text features")
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self._finite(EvalContext.logit_scale.fget(self), "a logit_scale"))
+
+    def _finite(self, values, what: str) -> torch.Tensor:
+        return require_finite(values, what, self.model_name, self.suite)
 
     def _run_text(self, texts: list[str]) -> torch.Tensor:
         with torch.no_grad(), _eval_mode(self.model):
@@ -166,7 +183,7 @@ class ModelContext(EvalContext):
         return {
             "class": type(self.model).__name__,
             "fingerprint": _call(self.model, "fingerprint"),
-            "logit_scale": self.logit_scale,
+            "logit_scale": self._logit_scale,
             "config": cfg if isinstance(cfg, (dict, str, type(None))) else repr(cfg),
         }
 
@@ -211,7 +228,7 @@ class ArrayContext(EvalContext):
         return self._cols[col][split]
 
     def _image_features(self, split):
-        return torch.as_tensor(self._column("image_features", split))
+        return self._finite(self._column("image_features", split), f"image features on split {split!r}")
 
     def _labels(self, split):
         return self._column("labels", split)
@@ -224,7 +241,7 @@ class ArrayContext(EvalContext):
 
     def _given_logits(self, split):
         value = self._cols["logits"].get(split)
-        return None if value is None else torch.as_tensor(value).float()
+        return None if value is None else self._finite(value, f"logits on split {split!r}").float()
 
     def _classnames(self, split):
         return self._names.get(split) if isinstance(self._names, Mapping) else self._names
@@ -235,10 +252,17 @@ class ArrayContext(EvalContext):
     def _encode_text(self, texts):
         if self._text_fn is None:
             raise self._missing_tower("text")
-        return torch.as_tensor(self._text_fn(texts))
+        return self._finite(self._text_fn(texts), "text features")
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self._finite(EvalContext.logit_scale.fget(self), "a logit_scale"))
+
+    def _finite(self, values, what: str) -> torch.Tensor:
+        return require_finite(values, what, f"(arrays {self.data_name!r})", self.suite)
 
     def describe_model(self) -> dict:
-        return {"class": "arrays", "fingerprint": None, "logit_scale": self.logit_scale}
+        return {"class": "arrays", "fingerprint": None, "logit_scale": self._logit_scale}
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -273,6 +297,12 @@ def _feature_cache():
     except ImportError:  # the data layer has no cache yet: features live in memory only
         return None
     return FeatureCache(cache_dir("features"))
+
+
+def _model_label(model) -> str:
+    """How errors name a model object: its class and the start of its fingerprint."""
+    fingerprint = _call(model, "fingerprint")
+    return f"{type(model).__name__}" + (f" ({str(fingerprint)[:16]})" if fingerprint else "")
 
 
 def _logit_scale_of(model) -> float | None:
