@@ -11,8 +11,16 @@ image is a positive for it; a query is a hit at k when *any* of its positives is
 Deviations, both documented here: ranks count ties *against* the query (rank = 1 + number of
 negatives scoring at least as high as the best positive), so a model that scores everything
 equally gets no credit, where ``topk`` would break ties arbitrarily; and MRR/median rank are
-additions (CLIP_benchmark reports recall only). Scores are computed in query chunks, so memory
-is O(chunk x gallery), never n_texts x n_images.
+additions (CLIP_benchmark reports recall only).
+
+Scores are computed in blocks of ``chunk_size`` queries x ``chunk_size`` gallery items, so the
+ranking's memory is O(chunk_size^2) whatever the gallery size (a query-only chunking holds
+chunk x gallery scores and their masks: about 1.75 GB at 20,000 images, growing with the
+gallery; ``benchmarks/eval_memory.py`` measures both). Each query block takes two passes over
+the gallery blocks: the first finds the best positive score (only blocks holding a positive of
+the block's queries), the second counts the negatives scoring at least as high. Both passes
+compute every score with the same block product, so the ranks are those of
+:func:`best_positive_rank` on the full score matrix, ties included, for any block size.
 
 Option ``captions=first`` keeps only each image's first caption: one query per image both
 ways. On OpenMoji the first caption is the emoji's name, so this is name <-> image retrieval;
@@ -50,23 +58,53 @@ def best_positive_rank(scores: torch.Tensor, positive: torch.Tensor) -> torch.Te
     return torch.where(positive.any(dim=1), beaten + 1, torch.zeros_like(beaten))
 
 
+def blocked_best_positive_rank(
+    queries: torch.Tensor, gallery: torch.Tensor, query_ids: torch.Tensor, gallery_ids: torch.Tensor,
+    block_size: int = 1024,
+) -> torch.Tensor:
+    """(Q,) :func:`best_positive_rank` of ``queries @ gallery.T`` where gallery item j is a
+    positive of query i iff ``gallery_ids[j] == query_ids[i]``, computed block by block.
+
+    queries: (Q, D), gallery: (M, D), query_ids: (Q,), gallery_ids: (M,). Memory: a few
+    (block_size, block_size) arrays, never (Q, M) nor (block_size, M).
+    """
+    n_gallery = len(gallery)
+    starts = range(0, n_gallery, block_size)
+    ranks = []
+    for q0 in range(0, len(queries), block_size):
+        q, ids = queries[q0 : q0 + block_size], query_ids[q0 : q0 + block_size]  # (b, D), (b,)
+
+        def block(g0: int) -> tuple[torch.Tensor, torch.Tensor]:
+            scores = q @ gallery[g0 : g0 + block_size].T  # (b, g)
+            return scores, ids[:, None] == gallery_ids[None, g0 : g0 + block_size]  # (b, g) positive
+
+        # pass 1: best positive score, only over the gallery blocks holding a positive
+        holds = torch.isin(gallery_ids, ids)  # (M,)
+        with_positive = [g0 for g0 in starts if bool(holds[g0 : g0 + block_size].any())]
+        best = torch.full((len(q),), -math.inf, dtype=queries.dtype)  # (b,)
+        has_positive = torch.zeros(len(q), dtype=torch.bool)
+        for g0 in with_positive:
+            scores, positive = block(g0)
+            best = torch.maximum(best, scores.masked_fill(~positive, -math.inf).amax(dim=1))
+            has_positive |= positive.any(dim=1)
+        # pass 2: negatives scoring at least as high as the best positive (ties count against)
+        beaten = torch.zeros(len(q), dtype=torch.long)
+        for g0 in starts:
+            scores, positive = block(g0)
+            beaten += ((scores >= best[:, None]) & ~positive).sum(dim=1)
+        ranks.append(torch.where(has_positive, beaten + 1, torch.zeros_like(beaten)))
+    return torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
+
+
 def retrieval_ranks(
     image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: torch.Tensor, chunk_size: int = 1024
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ranks of text queries (among images) and of image queries (among texts), chunked."""
-    n_images, n_texts = len(image_features), len(text_features)
-    image_ids = torch.arange(n_images)
-    text_ranks = []
-    for s in range(0, n_texts, chunk_size):
-        scores = text_features[s : s + chunk_size] @ image_features.T  # (q, n_images)
-        positive = text_to_image[s : s + chunk_size, None] == image_ids[None, :]  # (q, n_images)
-        text_ranks.append(best_positive_rank(scores, positive))
-    image_ranks = []
-    for s in range(0, n_images, chunk_size):
-        scores = image_features[s : s + chunk_size] @ text_features.T  # (q, n_texts)
-        positive = text_to_image[None, :] == image_ids[s : s + chunk_size, None]  # (q, n_texts)
-        image_ranks.append(best_positive_rank(scores, positive))
-    return torch.cat(text_ranks), torch.cat(image_ranks)
+    """Ranks of text queries (among images) and of image queries (among texts), in blocks of
+    ``chunk_size`` queries x ``chunk_size`` gallery items."""
+    image_ids = torch.arange(len(image_features))
+    text_ranks = blocked_best_positive_rank(text_features, image_features, text_to_image, image_ids, chunk_size)
+    image_ranks = blocked_best_positive_rank(image_features, text_features, image_ids, text_to_image, chunk_size)
+    return text_ranks, image_ranks
 
 
 def rank_metrics(ranks: torch.Tensor, prefix: str, ks=(1, 5, 10)) -> dict[str, float]:
@@ -117,7 +155,7 @@ def top_retrieved(image_features, text_features, queries: list[int], k: int = 5)
 class RetrievalConfig:
     split: str = "test"
     ks: list[int] | None = None  # recall@k cut-offs; default 1, 5, 10
-    chunk_size: int = 1024  # queries scored at once (memory: chunk x gallery)
+    chunk_size: int = 1024  # block side: queries x gallery items scored at once (memory: chunk^2)
     n_examples: int = 5  # text queries whose top-5 images are kept for the report
     captions: Literal["all", "first"] = "all"  # every caption of an image, or only its first (its name)
 
