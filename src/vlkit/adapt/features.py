@@ -76,7 +76,7 @@ def text_classifier(model, classnames: Sequence[str], templates: Sequence[str], 
         emb = F.normalize(emb, dim=-1).view(len(names), len(tpls), -1).mean(dim=1)  # (C, D)
         return F.normalize(emb, dim=-1)
 
-    return _feature_cache().get(key, compute).clone()
+    return _feature_cache().get(key, compute, rows=len(names)).clone()
 
 
 class ViewBank:

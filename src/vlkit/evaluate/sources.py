@@ -134,7 +134,7 @@ class ModelContext(EvalContext):
         else:
             transform = self.model.preprocess(train=False)
             key = {"model": self.model.fingerprint(), "data": ds.fingerprint(), "transform": repr(transform), "view": 0}
-            feats = self._cache.get(key, lambda: self._encode_images(ds, transform))
+            feats = self._cache.get(key, lambda: self._encode_images(ds, transform), rows=len(ds))
         return self._finite(feats, f"image features on split {split!r}")
 
     def _encode_images(self, ds, transform=None) -> torch.Tensor:
@@ -157,7 +157,7 @@ class ModelContext(EvalContext):
         # content, so a second evaluation of the same model skips the text tower as well
         digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
         key = {"model": fingerprint, "texts": digest, "n_texts": len(texts), "kind": "eval-text"}
-        feats = self._cache.get(key, lambda: self._run_text(texts).float().cpu())
+        feats = self._cache.get(key, lambda: self._run_text(texts).float().cpu(), rows=len(texts))
         return self._finite(feats, "text features")
 
     @property

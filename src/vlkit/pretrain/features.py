@@ -25,7 +25,7 @@ class FrozenTextFeatures:
         key = {"model": model.fingerprint("text"), "data": data_fingerprint, "transform": "captions",
                "view": 0, "n": len(self.texts)}
         compute = lambda: _encode_batches(self.texts, model.encode_text_pooled, batch_size, progress, "text")  # noqa: E731
-        self.features = (cache or FeatureCache()).get(key, compute)  # (n_texts, W)
+        self.features = (cache or FeatureCache()).get(key, compute, rows=len(self.texts))  # (n_texts, W)
 
     def lookup(self, texts: Sequence[str]) -> torch.Tensor:
         idx = torch.tensor([self.row[t] for t in texts], dtype=torch.long)
@@ -52,7 +52,7 @@ class FrozenImageFeatures:
                     out.append(model.encode_image_pooled(images(i0, min(i0 + batch_size, len(dataset)))))
             return torch.cat(out)
 
-        self.features = (cache or FeatureCache()).get(key, compute)  # (N, W)
+        self.features = (cache or FeatureCache()).get(key, compute, rows=len(dataset))  # (N, W)
 
     def lookup(self, index: torch.Tensor) -> torch.Tensor:
         return self.features[index]  # (B, W)
