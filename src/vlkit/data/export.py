@@ -105,7 +105,7 @@ def _prepare(out: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise UserError(f"export folder {out} is not empty (it holds {first.name}); choose an empty folder, "
-                        "or pass overwrite=True to replace an earlier export there")
+                        "or pass overwrite=True (--overwrite) to replace an earlier export there")
     own, dirs = [], []
     for root, subdirs, names in os.walk(out):  # links are never followed: a link is a file here
         rel = Path(root).relative_to(out)
