@@ -7,7 +7,7 @@ unblocked one (query chunks x the whole gallery, vlkit's ranking before issue 16
 
 No model: each image gets a random unit feature (dim 512, float32) and ``--captions`` random unit
 text features, as L2-normalised features from a model would be. Each (size, method) runs in a
-fresh Python process, which reports its peak resident set size (``ru_maxrss``: torch's CPU
+fresh Python process, which reports its peak resident set size (``VmHWM``: torch's CPU
 allocations bypass ``tracemalloc``) and the growth of that peak during the ranking (``step``:
 peak after ranking minus peak after building the features). The table prints both methods side
 by side, with the ratio unblocked / blocked, and checks that both give the same ranks.
@@ -66,6 +66,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def peak_mb() -> float:
+    """This process's peak RSS in MiB: Linux's VmHWM, which starts afresh at exec. (``ru_maxrss``
+    does not: a child keeps the high-water mark of the parent it was forked from, so a child of
+    a 1 GB pytest process would report 1 GB whatever it does; it is the fallback elsewhere.)"""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
