@@ -116,3 +116,17 @@ def test_require_finite_counts_bad_rows_and_passes_finite_values():
         require_finite(bad, "x", "m", "s")
     with pytest.raises(UserError, match=r"^model m gives NaN or infinite scale \(1 of 1 rows\)"):
         require_finite(math.nan, "scale", "m", None)
+
+
+def test_the_model_name_is_only_built_for_an_error():
+    calls = []
+
+    def name():
+        calls.append(1)
+        return "m"
+
+    require_finite(torch.ones(3), "x", name, "s")
+    assert calls == []
+    with pytest.raises(UserError, match="^s: model m gives"):
+        require_finite(torch.tensor([math.inf]), "x", name, "s")
+    assert calls == [1]

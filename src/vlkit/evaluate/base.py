@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import torch
 
@@ -81,9 +81,9 @@ class Evaluator:
 EVALUATORS: Registry[type[Evaluator]] = Registry("evaluator")
 
 
-def require_finite(values, what: str, model: str, suite: str | None) -> torch.Tensor:
+def require_finite(values, what: str, model: str | Callable[[], str], suite: str | None) -> torch.Tensor:
     """``values`` as a tensor, unchanged, when every entry is finite; else a one-line UserError
-    naming the suite and the model.
+    naming the suite and the model (``model``: its name, or a function called only for the error).
 
     No metric computed from NaN or infinite features means anything, and some look perfect:
     NaN compares false with everything, so in retrieval no negative ever scores "at least as
@@ -99,7 +99,7 @@ def require_finite(values, what: str, model: str, suite: str | None) -> torch.Te
     if not bool(bad.any()):
         return values
     rows = bad.reshape(len(values), -1).any(dim=1) if values.dim() else bad.reshape(1)
-    where = f"{suite}: " if suite else ""
+    where, model = (f"{suite}: " if suite else ""), (model() if callable(model) else model)
     raise UserError(
         f"{where}model {model} gives NaN or infinite {what} ({int(rows.sum())} of {len(rows)} rows), "
         "so no metric can be computed; check the model's weights (a diverged or damaged checkpoint?) "

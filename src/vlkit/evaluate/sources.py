@@ -45,7 +45,7 @@ class ModelContext(EvalContext):
     ):
         super().__init__(seed=seed, logit_scale=_logit_scale_of(model), text_batch_size=text_batch_size)
         self.model = model
-        self.model_name = repr(model_name) if model_name else _model_label(model)
+        self._model_name = repr(model_name) if model_name else None
         self.batch_size = int(batch_size)
         self.device = torch.device(device) if device is not None else _device_of(model)
         self._spec: str | None = None
@@ -165,7 +165,7 @@ class ModelContext(EvalContext):
         return float(self._finite(EvalContext.logit_scale.fget(self), "a logit_scale"))
 
     def _finite(self, values, what: str) -> torch.Tensor:
-        return require_finite(values, what, self.model_name, self.suite)
+        return require_finite(values, what, lambda: self._model_name or _model_label(self.model), self.suite)
 
     def _run_text(self, texts: list[str]) -> torch.Tensor:
         with torch.no_grad(), _eval_mode(self.model):
@@ -183,7 +183,7 @@ class ModelContext(EvalContext):
         return {
             "class": type(self.model).__name__,
             "fingerprint": _call(self.model, "fingerprint"),
-            "logit_scale": self._logit_scale,
+            "logit_scale": EvalContext.logit_scale.fget(self),  # unchecked: describing is not scoring
             "config": cfg if isinstance(cfg, (dict, str, type(None))) else repr(cfg),
         }
 
@@ -262,7 +262,7 @@ class ArrayContext(EvalContext):
         return require_finite(values, what, f"(arrays {self.data_name!r})", self.suite)
 
     def describe_model(self) -> dict:
-        return {"class": "arrays", "fingerprint": None, "logit_scale": self._logit_scale}
+        return {"class": "arrays", "fingerprint": None, "logit_scale": EvalContext.logit_scale.fget(self)}
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -300,7 +300,8 @@ def _feature_cache():
 
 
 def _model_label(model) -> str:
-    """How errors name a model object: its class and the start of its fingerprint."""
+    """How errors name a model object: its class and the start of its fingerprint (only built
+    for an error: a fingerprint may hash every weight)."""
     fingerprint = _call(model, "fingerprint")
     return f"{type(model).__name__}" + (f" ({str(fingerprint)[:16]})" if fingerprint else "")
 
