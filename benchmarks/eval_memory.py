@@ -41,7 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="gallery sizes (images), comma-separated")
     p.add_argument("--captions", type=int, default=2, help="captions (text features) per image")
     p.add_argument("--dim", type=int, default=512, help="feature dimension")
-    p.add_argument("--block", type=int, default=1024, help="retrieval chunk_size: block side (both methods' query chunk)")
+    p.add_argument("--block", type=int, default=1024,
+                   help="retrieval chunk_size: the block side (and the unblocked ranking's query chunk)")
     p.add_argument("--max-queries", type=int, default=2048, help="queries ranked per direction (0: all)")
     p.add_argument("--threads", type=int, default=1, help="torch threads in each measured process")
     p.add_argument("--quick", action="store_true", help="a seconds-long run: " + " ".join(QUICK))
@@ -143,7 +144,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         b, u = r["blocked"], r["unblocked"]
         lines.append(f"| {b['n_images']:,} | {b['n_texts']:,} | {b['n_queries']:,} | {b['peak_mb']:.0f} | "
-                     f"{b['step_mb']:.1f} | {u['peak_mb']:.0f} | {u['step_mb']:.1f} | {u['peak_mb'] / b['peak_mb']:.2f} | "
+                     f"{b['step_mb']:.1f} | {u['peak_mb']:.0f} | {u['step_mb']:.1f} | "
+                     f"{u['peak_mb'] / b['peak_mb']:.2f} | "
                      f"{u['step_mb'] / max(b['step_mb'], 1.0):.1f} | {b['seconds']:.1f} | {u['seconds']:.1f} |")
     return "\n".join(lines)
 
