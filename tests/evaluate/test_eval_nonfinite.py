@@ -130,3 +130,24 @@ def test_the_model_name_is_only_built_for_an_error():
     with pytest.raises(UserError, match="^s: model m gives"):
         require_finite(torch.tensor([math.inf]), "x", name, "s")
     assert calls == [1]
+
+
+def test_vlkit_eval_of_a_saved_model_with_nan_weights_is_one_line_and_writes_nothing(tmp_path, capsys):
+    """The issue's reproduction, as a user meets it: a saved model whose image tower is NaN."""
+    from vlkit import models
+    from vlkit.cli import main
+
+    model = models.load("preset:tiny-clip")
+    with torch.no_grad():
+        for p in model.visual.parameters():
+            p.fill_(math.nan)
+    model.save(tmp_path / "nan-model")
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="not caching them"):  # the feature cache's own warning
+        rc = main(["eval", str(tmp_path / "nan-model"), "--data", "digits", "--suite", "retrieval,zeroshot",
+                   "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert err.startswith(f"vlkit: error: retrieval: model {str(tmp_path / 'nan-model')!r} gives NaN or infinite "
+                          "image features on split 'test' (360 of 360 rows)")
+    assert not (tmp_path / "run" / "metrics.json").exists()
