@@ -15,8 +15,8 @@ additions (CLIP_benchmark reports recall only).
 
 Scores are computed in blocks of ``chunk_size`` queries x ``chunk_size`` gallery items, so the
 ranking's memory is O(chunk_size^2) whatever the gallery size (a query-only chunking holds
-chunk x gallery scores and their masks: about 1.75 GB at 20,000 images, growing with the
-gallery; ``benchmarks/eval_memory.py`` measures both). Each query block takes two passes over
+chunk x gallery scores and their masks, growing with the gallery: 5.5 GB at 200,000 images of
+2 captions, against about 50 MB blocked; ``benchmarks/eval_memory.py`` measures both). Each query block takes two passes over
 the gallery blocks: the first finds the best positive score (only blocks holding a positive of
 the block's queries), the second counts the negatives scoring at least as high. Both passes
 compute every score with the same block product, so the ranks are those of
