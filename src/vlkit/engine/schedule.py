@@ -78,7 +78,8 @@ def const_warmup_cosine(step: int, base_lr: float, cfg: ScheduleConfig) -> float
     return _cosine(step - cfg.warmup_steps, cfg.total_steps, base_lr, cfg.min_lr)
 
 
-def _check(cfg: ScheduleConfig) -> None:
+def check(cfg: ScheduleConfig) -> None:
+    """Refuse, in one line, a schedule that cannot run (an unknown name, warm-up past the end)."""
     SCHEDULES.get(cfg.name)  # unknown name: UserError listing the valid ones
     if cfg.warmup_steps < 0:
         raise UserError(f"schedule warmup_steps must be >= 0, got {cfg.warmup_steps}")
@@ -95,7 +96,7 @@ class LRSchedule(LRScheduler):
     """Sets each param group's lr to ``SCHEDULES[cfg.name](step, group's base lr, cfg)``."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, last_epoch: int = -1):
-        _check(cfg)
+        check(cfg)
         self.config = cfg
         self.lr_fn = SCHEDULES.get(cfg.name)
         super().__init__(optimizer, last_epoch)

@@ -1,0 +1,190 @@
+"""Run directories: nothing lost, nothing silently wrong (issue 16, items 2, 3, 8, 9 and 7).
+
+The concurrent-run and kill cases use real processes (``python -m vlkit.cli``), as the resume
+tests do: a lock that only works inside one process would pass an in-process test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vlkit import pretrain
+from vlkit.cli import main
+from vlkit.engine import lock
+from vlkit.engine.logger import RunLogger, read_metrics
+from vlkit.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = str(ROOT / "src")
+QUICK = ["engine.progress=false", "engine.tensorboard=false"]
+TINY = ["model=preset:tiny-clip", "data.name=shapes", "data.max_samples=16", "data.caption=first",
+        "data.augment=false", "objectives=[{name: clip}]", "engine.batch_size=8", "engine.schedule.warmup_steps=0", "eval.data=null", *QUICK]
+
+
+def _env() -> dict:
+    path = os.environ.get("PYTHONPATH", "")
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=SRC + (os.pathsep + path if path else ""))
+
+
+def _vlkit(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vlkit.cli", *args]
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    t0 = time.time()
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"the first run ended early: {proc.stderr.read().decode()[-2000:]}")
+        if time.time() - t0 > timeout:
+            raise AssertionError("timed out waiting for the first run")
+        time.sleep(0.2)
+
+
+# ----------------------------------------------------------------------------- item 2: the run lock
+def test_a_second_run_into_a_busy_out_dir_is_refused_naming_the_holder_then_a_dead_holder_is_taken_over(tmp_path):
+    out = tmp_path / "run"
+    first = subprocess.Popen(_vlkit("pretrain", "configs/pretrain/shapes-clip.yaml",
+                                    *TINY, "engine.steps=100000", "engine.checkpoint_every=2",
+                                    f"out_dir={out}"),
+                             cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: len(read_metrics(out / "metrics.jsonl")) >= 2, first)
+        second = subprocess.run(_vlkit("pretrain", "configs/pretrain/shapes-clip.yaml", *TINY,
+                                       "engine.steps=4", f"out_dir={out}"),
+                                cwd=ROOT, env=_env(), capture_output=True, timeout=300)
+        err = second.stderr.decode()
+        assert second.returncode == 2, err[-2000:]
+        assert f"in use by another vlkit run (PID {first.pid})" in err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert first.poll() is None  # the first run goes on, its metrics keep growing
+        n = len(read_metrics(out / "metrics.jsonl"))
+        _wait_for(lambda: len(read_metrics(out / "metrics.jsonl")) > n, first)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    assert (out / lock.LOCK_FILE).read_text().strip() == str(first.pid)  # killed: the file stays
+
+    resumed = subprocess.run(_vlkit("pretrain", "configs/pretrain/shapes-clip.yaml", *TINY,
+                                    "engine.steps=100000", "time_budget_s=0.5", f"out_dir={out}", "--resume"),
+                             cwd=ROOT, env=_env(), capture_output=True, timeout=300)
+    err = resumed.stderr.decode()
+    assert resumed.returncode == 0, err[-2000:]
+    assert f"took over the lock of {out} from PID {first.pid}" in err
+    assert not (out / lock.LOCK_FILE).exists()  # released at the end
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
+    assert steps and steps == sorted(set(steps))  # one run's lines, in order, none twice
+
+
+def test_the_lock_is_reentrant_in_one_process_and_released_by_the_outermost(tmp_path):
+    with lock.run_dir_lock(tmp_path):
+        with lock.run_dir_lock(tmp_path):
+            assert (tmp_path / lock.LOCK_FILE).read_text().strip() == str(os.getpid())
+        assert (tmp_path / lock.LOCK_FILE).exists()
+    assert not (tmp_path / lock.LOCK_FILE).exists()
+
+
+def test_a_lock_held_by_another_live_process_is_refused_in_one_line(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from vlkit.engine.lock import acquire; acquire(sys.argv[1]); "
+                               "print('locked', flush=True); time.sleep(120)", str(tmp_path)],
+                              env=_env(), stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        with pytest.raises(UserError, match=rf"in use by another vlkit run \(PID {holder.pid}\)") as e:
+            lock.acquire(tmp_path)
+        assert "\n" not in str(e.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    lock.acquire(tmp_path)  # the holder is dead: the kernel dropped its lock
+    lock.release(tmp_path)
+
+
+def test_metrics_lines_of_two_writers_never_interleave(tmp_path):
+    """Each metrics line is one O_APPEND write: two writers can add lines, never cut one."""
+    script = ("import sys; from vlkit.engine.logger import RunLogger\n"
+              "log = RunLogger(sys.argv[1], enabled=True, total_steps=1, progress=False, tensorboard=False)\n"
+              "for i in range(2000): log.log({'step': i, 'writer': sys.argv[2], 'pad': 'x' * 300})\n"
+              "log.close()\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), w], env=_env()) for w in "ab"]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert len(rows) == 4000  # read_metrics stops at the first broken line
+    assert sorted(r["step"] for r in rows if r["writer"] == "a") == list(range(2000))
+
+
+# ----------------------------------------------------------------------------- item 3: validate first
+@pytest.mark.parametrize("override, message", [
+    ("engine.epochs=0", "epochs must be >= 1, got 0"),
+    ("engine.epochs=-3", "epochs must be >= 1, got -3"),
+    ("engine.steps=-1", "steps must be >= 1, got -1"),
+    ("engine.optim.lr=nan", "optim.lr must be a positive number, got nan"),
+    ("engine.optim.lr=-0.1", "optim.lr must be a positive number, got -0.1"),
+    ("engine.optim.weight_decay=.inf", "optim.weight_decay must be a number >= 0, got inf"),
+    ("engine.optim.betas=[0.9,1.5]", r"optim.betas must be two numbers in \[0, 1\)"),
+    ("engine.schedule.min_lr=nan", "schedule.min_lr must be a number >= 0, got nan"),
+    ("engine.schedule.warmup_steps=-5", "schedule.warmup_steps must be an integer >= 0, got -5"),
+    ("engine.schedule.name=cosin", "unknown lr schedule 'cosin'"),
+    ("engine.steps=5 engine.schedule.warmup_steps=10", "needs total_steps > warmup_steps"),
+    ("engine.grad_clip=nan", "grad_clip must be >= 0, got nan"),
+    ("engine.batch_size=-4", "batch_size must be >= 1, got -4"),
+    ("engine.num_workers=-1", "num_workers must be >= 0, got -1"),
+    ("engine.keep_last=-1", "keep_last must be >= 0"),
+    ("engine.log_every=0", "log_every must be >= 1, got 0"),
+    ("time_budget_s=-1", "time_budget_s must be a positive number of seconds"),
+    ("time_budget_s=.nan", "time_budget_s must be a positive number of seconds"),
+    ("data.max_samples=-2", "data.max_samples must be >= 1"),
+    ("data.scale=[0.9,0.2]", "data.scale must be two numbers"),
+])
+def test_bad_values_are_refused_before_anything_is_built_or_written(tmp_path, monkeypatch, override, message):
+    from vlkit import models
+
+    built = []
+    monkeypatch.setattr(models, "load", lambda *a, **k: built.append(a))
+    out = tmp_path / "run"
+    cfg = pretrain.load_config(None, [*override.split(), f"out_dir={out}"])
+    with pytest.raises(UserError, match=message) as e:
+        pretrain.run(cfg)
+    assert "\n" not in str(e.value)
+    assert not built and not out.exists()
+
+
+def test_a_refused_run_leaves_the_finished_runs_config_as_it_was(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["pretrain", str(ROOT / "configs/pretrain/shapes-clip.yaml"), *TINY, "engine.steps=2",
+            f"out_dir={out}"]
+    assert main(args) == 0
+    config = (out / "config.yaml").read_bytes()
+    metrics = (out / "metrics.jsonl").read_bytes()
+    assert main(args[:-1] + ["engine.steps=7", "engine.optim.lr=0.5", f"out_dir={out}"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "config.yaml").read_bytes() == config
+    assert (out / "metrics.jsonl").read_bytes() == metrics
+    assert not (out / lock.LOCK_FILE).exists()
+    assert main(["pretrain", str(ROOT / "configs/pretrain/shapes-clip.yaml"), *TINY, "engine.steps=2",
+                 f"out_dir={tmp_path / 'empty'}", "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not list((tmp_path / "empty").glob("*"))  # the refused resume wrote nothing
+
+
+def test_config_is_written_atomically(tmp_path, monkeypatch):
+    from vlkit import config as cfglib
+
+    cfg = pretrain.load_config(None, [f"out_dir={tmp_path}"])
+    path = cfglib.save(cfg, tmp_path / "config.yaml")
+    before = path.read_bytes()
+
+    def disk_full(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError):
+        cfglib.save(pretrain.load_config(None, ["out_dir=elsewhere"]), path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
