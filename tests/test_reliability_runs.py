@@ -188,3 +188,109 @@ def test_config_is_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         cfglib.save(pretrain.load_config(None, ["out_dir=elsewhere"]), path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
+# ----------------------------------------------------------------------------- item 5: integrity
+def _toy_run(out, steps=6, every=2, keep_last=3):
+    sys.path.insert(0, str(ROOT / "tests" / "engine"))
+    from engine_toy import ToyTask, toy_config, toy_data
+    from vlkit.engine import fit
+
+    return fit(ToyTask(), toy_data(), toy_config(steps=steps, checkpoint_every=every, keep_last=keep_last), out)
+
+
+def _flip_byte(path: Path, at: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    i = len(data) // 2 if at is None else at
+    data[i] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_each_checkpoint_has_a_checksum_that_sha256sum_accepts(tmp_path):
+    from vlkit.engine import checkpoint as ckpt
+
+    _toy_run(tmp_path)
+    found = ckpt.list_checkpoints(tmp_path)
+    assert [p.name for p in found] == ["step_00000002.pt", "step_00000004.pt", "step_00000006.pt"]
+    for p in found:
+        assert ckpt.verify_checkpoint(p) is None
+    check = subprocess.run(["sha256sum", "-c", "step_00000006.pt.sha256"], cwd=found[-1].parent,
+                           capture_output=True)
+    assert check.returncode == 0 and b"OK" in check.stdout
+    _flip_byte(found[-1])
+    assert "bytes changed" in ckpt.verify_checkpoint(found[-1])
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_with_a_warning(tmp_path, damage):
+    sys.path.insert(0, str(ROOT / "tests" / "engine"))
+    from engine_toy import ToyTask, toy_config, toy_data
+    from vlkit.engine import checkpoint as ckpt
+    from vlkit.engine import fit
+
+    _toy_run(tmp_path, steps=6)
+    newest = ckpt.latest_checkpoint(tmp_path)
+    if damage == "flip":
+        _flip_byte(newest)
+    else:
+        newest.write_bytes(newest.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match=r"checkpoint .*step_00000006.pt is damaged: .*resuming from the previous"):
+        resumed = fit(ToyTask(), toy_data(), toy_config(steps=8, checkpoint_every=2, keep_last=3), tmp_path,
+                      resume=True)
+    assert [r["step"] for r in resumed.history][:1] == [1] and resumed.step == 8
+    assert (tmp_path / "checkpoints" / "step_00000006.pt.damaged").is_file()  # kept, out of the way
+    # the run went on from step 4: its steps 5-8 were trained again, the log has each step once
+    steps = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")]
+    assert steps == sorted(set(steps)) and steps[-1] == 8
+
+
+def test_a_damaged_checkpoint_named_by_path_is_one_line(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests" / "engine"))
+    from engine_toy import ToyTask, toy_config, toy_data
+    from vlkit.engine import checkpoint as ckpt
+    from vlkit.engine import fit
+
+    _toy_run(tmp_path, steps=4)
+    path = ckpt.latest_checkpoint(tmp_path)
+    _flip_byte(path)
+    with pytest.raises(UserError, match=r"step_00000004.pt is damaged: its bytes changed") as e:
+        fit(ToyTask(), toy_data(), toy_config(steps=6), tmp_path, resume=str(path))
+    assert "\n" not in str(e.value)
+
+
+def test_every_checkpoint_damaged_is_one_line(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests" / "engine"))
+    from engine_toy import ToyTask, toy_config, toy_data
+    from vlkit.engine import checkpoint as ckpt
+    from vlkit.engine import fit
+
+    _toy_run(tmp_path, steps=4)
+    for p in ckpt.list_checkpoints(tmp_path):
+        _flip_byte(p)
+    with pytest.warns(UserWarning), pytest.raises(UserError, match="no intact checkpoint in .*2 damaged"):
+        fit(ToyTask(), toy_data(), toy_config(steps=6), tmp_path, resume=True)
+
+
+def test_a_saved_model_whose_weights_changed_is_refused_by_its_fingerprint(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from vlkit import models
+
+    model = models.load("preset:tiny-clip")
+    model.save(tmp_path / "m")
+    assert models.load(str(tmp_path / "m")).fingerprint() == model.fingerprint()  # round trip
+    weights = tmp_path / "m" / "model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] += 1.0  # a valid file, with other weights
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(UserError, match=r"does not match the fingerprint saved with it") as e:
+        models.load(str(tmp_path / "m"))
+    assert "\n" not in str(e.value)
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    del meta["fingerprint"]  # saved by a vlkit that recorded none: loaded as it is
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    models.load(str(tmp_path / "m"))

@@ -192,6 +192,11 @@ class _Trainer:
         self.state = TrainState(self.total, self.n_batches, info, self.out_dir, module, module,
                                 optimizer, scheduler, cfg)
         history, saved_rng = [], None
+        if info.is_main:  # leftovers of a killed write (this run holds the directory's lock)
+            removed = ckpt.clean_temp_files(self.out_dir)
+            if removed:
+                self._pending_notes.append(f"removed {len(removed)} temporary file(s) left by a killed "
+                                           f"write, e.g. {removed[0].name}")
         if resume:
             saved_rng = self._restore(resume)
             history = _resumed_history(self.out_dir / METRICS_FILE, self.state.step, info)
@@ -358,8 +363,11 @@ class _Trainer:
     def _restore(self, resume) -> dict[str, Any] | None:
         """Load a checkpoint into the run (all but the RNG streams, returned for later)."""
         s, info = self.state, self.info
-        path = ckpt.find_resume_checkpoint(self.out_dir, resume)
-        saved = ckpt.load_checkpoint(path)
+        if info.is_main:  # rank 0 verifies, and moves a damaged checkpoint aside, first
+            path, saved = ckpt.load_resume_checkpoint(self.out_dir, resume)
+        barrier(info)
+        if not info.is_main:
+            path, saved = ckpt.load_resume_checkpoint(self.out_dir, resume)
         ckpt.check_architecture(s.module, saved["model"], path)
         s.module.load_state_dict(saved["model"])
         try:
@@ -381,7 +389,7 @@ class _Trainer:
                 hook.load_state_dict(hook_states[self._hook_key(i, hook)])
         changed = _changed_keys(saved.get("config") or {}, vconfig.to_dict(self.cfg))
         where = f"resuming from {path} at step {s.step} (epoch {s.epoch}, batch {s.batch})"
-        self._pending_notes = [where] + ([f"config changed since: {', '.join(changed)}"]
+        self._pending_notes += [where] + ([f"config changed since: {', '.join(changed)}"]
                                          if changed else [])
         rngs = saved.get("rng") or []
         if len(rngs) == info.world_size:

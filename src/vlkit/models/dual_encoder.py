@@ -299,6 +299,11 @@ class DualEncoder(nn.Module):
         if meta.get("frozen"):
             model.freeze(meta["frozen"])
         model._fingerprints.clear()
+        saved_fp = meta.get("fingerprint")  # absent: saved before vlkit recorded one
+        if saved_fp and model.fingerprint() != saved_fp:
+            raise UserError(f"{weights} does not match the fingerprint saved with it (config.json says "
+                            f"{saved_fp}, the weights give {model.fingerprint()}): the files were changed "
+                            "or mixed after saving; save the model again or restore its files")
         return model
 
 
