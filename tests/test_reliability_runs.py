@@ -294,3 +294,111 @@ def test_a_saved_model_whose_weights_changed_is_refused_by_its_fingerprint(tmp_p
     del meta["fingerprint"]  # saved by a vlkit that recorded none: loaded as it is
     (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
     models.load(str(tmp_path / "m"))
+
+
+# ----------------------------------------------------------------------------- item 8: leftovers, cache cap
+_KILL_IN_WRITE = """
+import os, signal, sys, torch
+sys.path.insert(0, sys.argv[2])
+from engine_toy import ToyTask, toy_config, toy_data
+from vlkit.engine import fit
+real_save, calls = torch.save, []
+def save_then_die(obj, f, *a, **k):
+    calls.append(1)
+    if len(calls) == 2:  # the second checkpoint: half its bytes, then SIGKILL
+        real_save(obj, f); f.flush(); f.seek(f.tell() // 2); f.truncate(); f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_save(obj, f, *a, **k)
+torch.save = save_then_die
+fit(ToyTask(), toy_data(), toy_config(steps=8, checkpoint_every=2, keep_last=0), sys.argv[1])
+"""
+
+
+def test_temp_files_of_a_write_killed_midway_are_removed_when_the_run_resumes(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "tests" / "engine"))
+    from engine_toy import ToyTask, toy_config, toy_data
+    from vlkit.engine import checkpoint as ckpt
+    from vlkit.engine import fit
+
+    killed = subprocess.run([sys.executable, "-c", _KILL_IN_WRITE, str(tmp_path), str(ROOT / "tests" / "engine")],
+                            env=_env(), capture_output=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    left = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert left == [".step_00000004.pt.tmp-%d" % _pid_of(left), "step_00000002.pt", "step_00000002.pt.sha256"]
+    resumed = fit(ToyTask(), toy_data(), toy_config(steps=8, checkpoint_every=2, keep_last=0), tmp_path,
+                  resume=True)
+    assert resumed.step == 8
+    assert "removed 1 temporary file(s) left by a killed write" in capsys.readouterr().err
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)][:2] == ["step_00000002.pt", "step_00000004.pt"]
+
+
+def _pid_of(names: list[str]) -> int:
+    return int(next(n for n in names if ".tmp-" in n).rsplit("-", 1)[1])
+
+
+def test_temp_files_of_live_writers_are_left_alone(tmp_path):
+    from vlkit.engine import checkpoint as ckpt
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        mine = tmp_path / f".report.html.tmp-{live.pid}"
+        dead = tmp_path / ".report.html.tmp-999999999"
+        mine.write_text("half a page"), dead.write_text("half a page")
+        assert ckpt.clean_temp_files(tmp_path) == [dead]
+        assert mine.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_the_feature_cache_is_held_to_its_cap_least_recently_used_first(tmp_path, monkeypatch):
+    import torch
+
+    from vlkit.cache_admin import CAP_ENV
+    from vlkit.data.cache import FeatureCache
+
+    monkeypatch.setenv(CAP_ENV, str(2.5 * 2**20 / 2**30))  # 2.5 MB
+    cache = FeatureCache(tmp_path, max_items=0)
+    one_mb = lambda v: (lambda: torch.full((256, 1024), float(v)))  # 1 MiB of float32
+    for i in range(2):
+        cache.get({"entry": i}, one_mb(i))
+    old = time.time() - 100
+    os.utime(cache.path({"entry": 0}), (old, old))
+    os.utime(cache.path({"entry": 1}), (old - 50, old - 50))  # entry 1 is the least recent ...
+    assert torch.equal(cache.get({"entry": 0}, one_mb(-1)), one_mb(0)())  # ... entry 0 a disk hit now
+    cache.get({"entry": 2}, one_mb(2))  # 3 MiB > 2.5 MB: the least recently used goes
+    assert {i for i in range(3) if cache.path({"entry": i}).exists()} == {0, 2}
+    total = sum(p.stat().st_size for p in tmp_path.glob("*.safetensors"))
+    assert total <= 2.5 * 2**20
+    monkeypatch.setenv(CAP_ENV, "0.0001")  # a cap smaller than one entry: the new entry stays
+    cache.get({"entry": 3}, one_mb(3))
+    assert [p.name for p in tmp_path.glob("*.safetensors")] == [cache.path({"entry": 3}).name]
+    monkeypatch.setenv(CAP_ENV, "lots")
+    with pytest.raises(UserError, match=r"VLKIT_FEATURE_CACHE_GB='lots' is not a number"):
+        cache.get({"entry": 4}, one_mb(4))
+
+
+def test_cache_info_and_clear_from_the_cli(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from vlkit.data.cache import FeatureCache
+
+    monkeypatch.setenv("VLKIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("VLKIT_FEATURE_CACHE_GB", raising=False)
+    cache = FeatureCache()
+    cache.get({"a": 1}, lambda: torch.zeros(512, 512))  # 1 MiB
+    (tmp_path / "data" / "x").mkdir(parents=True)
+    (tmp_path / "data" / "x" / "images.npz").write_bytes(b"0" * 2048)
+    assert main(["cache", "info"]) == 0
+    out = capsys.readouterr().out
+    assert f"vlkit cache at {tmp_path}" in out
+    assert "features       1 files      1.0 MB (cap 4.0 GB" in out and "data           1 files      2.0 KB" in out
+    assert main(["cache", "clear"]) == 0
+    assert "deleted 1 files (1.0 MB) from the features cache" in capsys.readouterr().out
+    assert not list((tmp_path / "features").rglob("*.safetensors"))
+    assert (tmp_path / "data" / "x" / "images.npz").exists()  # only features by default
+    assert main(["cache", "clear", "all"]) == 0
+    assert not (tmp_path / "data" / "x" / "images.npz").exists()
+    with pytest.raises(SystemExit):
+        main(["cache", "clear", "everything"])

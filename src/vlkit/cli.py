@@ -136,6 +136,37 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(out=args.out, quick=args.quick)
 
 
+def _add_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cache", help="what vlkit keeps in its user cache: sizes, clearing",
+        description="vlkit's user cache ($VLKIT_CACHE, else the user cache folder) holds frozen-tower "
+        "features (features/, capped at $VLKIT_FEATURE_CACHE_GB gigabytes, default 4, least recently "
+        "used evicted first; 0: no cap) and the embedded datasets built at first use (data/). "
+        "Everything in it is rebuilt when missing.")
+    csub = p.add_subparsers(dest="cache_cmd", required=True, metavar="{info,clear}")
+    q = csub.add_parser("info", help="where the cache is, its files and sizes per section, the cap")
+    q.set_defaults(func=_cache_info)
+    q = csub.add_parser("clear", help="delete cached features (default), datasets, or both",
+                        description="Delete a section of the cache; the next run recomputes what it needs "
+                        "(features: one encoding pass; data: the embedded datasets are built again).")
+    q.add_argument("what", nargs="?", default="features", choices=["features", "data", "all"],
+                   help="section to delete (default: features)")
+    q.set_defaults(func=_cache_clear)
+
+
+def _cache_info(args: argparse.Namespace) -> None:
+    from . import cache_admin
+
+    print("\n".join(cache_admin.format_info(cache_admin.info())))
+
+
+def _cache_clear(args: argparse.Namespace) -> None:
+    from . import cache_admin
+
+    n, size = cache_admin.clear(args.what)
+    print(f"deleted {n} files ({size / 2**20:.1f} MB) from the {args.what} cache")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -149,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .adapt.cli import add_cli as _add_adapt
     from .evaluate.cli import add_cli as _add_eval
 
-    for add in (_add_demo, _add_pretrain, _add_adapt, _add_eval, _add_data, _add_models):
+    for add in (_add_demo, _add_pretrain, _add_adapt, _add_eval, _add_data, _add_models, _add_cache):
         add(sub)
     return parser
 
