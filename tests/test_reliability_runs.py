@@ -402,3 +402,76 @@ def test_cache_info_and_clear_from_the_cli(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "data" / "x" / "images.npz").exists()
     with pytest.raises(SystemExit):
         main(["cache", "clear", "everything"])
+
+
+# ----------------------------------------------------------------------------- item 9: smaller ones
+def test_data_show_with_a_negative_count_is_refused(tmp_path, capsys):
+    assert main(["data", "show", "digits", "--n", "-5", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "--n must be >= 1, got -5" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.png").exists()
+    from vlkit import data
+    from vlkit.data.show import contact_sheet
+
+    with pytest.raises(UserError, match="must be >= 1, got 0"):
+        contact_sheet(data.load("digits", split="test"), n=0, out_png=tmp_path / "y.png")
+
+
+def test_an_openclip_spec_with_an_empty_tag_is_refused(capsys):
+    from vlkit import models
+
+    with pytest.raises(UserError, match=r"'openclip:ViT-B-32@' has an empty tag after '@'") as e:
+        models.load("openclip:ViT-B-32@")
+    assert "\n" not in str(e.value)
+    assert main(["models", "info", "openclip:ViT-B-32@ "]) == 2
+    assert "empty tag" in capsys.readouterr().err
+
+
+def test_raising_steps_on_resume_rebuilds_the_cosine_for_the_new_length(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "tests" / "engine"))
+    from engine_toy import ToyTask, toy_config, toy_data
+    from vlkit.engine import fit
+
+    sched = {"name": "cosine", "warmup_steps": 2}
+    optim = {"name": "adamw", "lr": 0.1}
+    task = lambda: ToyTask(custom_optim=False)
+    fit(task(), toy_data(), toy_config(steps=6, optim=optim, schedule=sched), tmp_path / "short")
+    longer = fit(task(), toy_data(), toy_config(steps=12, optim=optim, schedule=sched), tmp_path / "short",
+                 resume=True)
+    assert "lr schedule rebuilt for 12 steps (was 6)" in capsys.readouterr().err
+    straight = fit(task(), toy_data(), toy_config(steps=12, optim=optim, schedule=sched), tmp_path / "long")
+    # from step 7 on, the lrs are those of a 12-step cosine: warm-up, then decay, never 0 then rising
+    lrs = [r["lr"] for r in longer.history]
+    want = [r["lr"] for r in straight.history]
+    assert lrs[6:] == pytest.approx(want[6:], rel=1e-12)
+    assert lrs[6] > 0 and all(a >= b for a, b in zip(lrs[6:], lrs[7:]))
+    # by hand: the 12-step cosine at step 6 (warm-up 2): 0.1 * (1 + cos(pi * 4 / 10)) / 2
+    import math
+
+    assert lrs[6] == pytest.approx(0.1 * (1 + math.cos(math.pi * 4 / 10)) / 2, rel=1e-12)
+
+
+def test_a_model_dir_cut_short_before_its_config_suggests_resume(tmp_path):
+    from vlkit import models
+
+    model = models.load("preset:tiny-clip")
+    (tmp_path / "checkpoints").mkdir()
+    model.save(tmp_path / "model")
+    (tmp_path / "model" / "config.json").unlink()  # killed before the last file of the save
+    with pytest.raises(UserError, match=r"save was cut short .*--resume") as e:
+        models.load(str(tmp_path / "model"))
+    assert "\n" not in str(e.value)
+    assert not list((tmp_path / "model").glob(".*tmp*"))
+
+
+def test_resuming_a_finished_run_saves_its_model_again(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["pretrain", str(ROOT / "configs/pretrain/shapes-clip.yaml"), *TINY, "engine.steps=2",
+            f"out_dir={out}"]
+    assert main(args) == 0
+    from vlkit import models
+
+    fp = models.load(str(out / "model")).fingerprint()
+    (out / "model" / "config.json").unlink()
+    assert main(args + ["--resume"]) == 0
+    assert models.load(str(out / "model")).fingerprint() == fp

@@ -52,6 +52,8 @@ def _data_show(args: argparse.Namespace) -> None:
     from . import data
     from .data.show import contact_sheet
 
+    if args.n < 1:  # before the dataset is built
+        raise UserError(f"--n must be >= 1, got {args.n}; pass the number of images to show")
     ds = data.load(args.name, split=args.split)
     out = args.out or f"{args.name.replace(':', '-').replace('/', '_')}-{args.split}.png"
     path = contact_sheet(ds, n=args.n, out_png=out, seed=args.seed)

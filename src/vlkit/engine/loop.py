@@ -375,8 +375,10 @@ class _Trainer:
         except (ValueError, KeyError) as e:
             raise UserError(f"checkpoint {path}: its optimizer state does not fit this run ({e}); "
                             "resume with the optimizer config that wrote it") from None
+        resized = None
         if s.scheduler is not None and saved.get("scheduler") is not None:
             s.scheduler.load_state_dict(saved["scheduler"])
+            resized = getattr(s.scheduler, "resized_from", None)
         if self.precision.scaler is not None and saved.get("scaler") is not None:
             self.precision.scaler.load_state_dict(saved["scaler"])
         s.step, s.epoch, s.batch = saved["step"], saved["epoch"], saved["batch"]
@@ -391,6 +393,10 @@ class _Trainer:
         where = f"resuming from {path} at step {s.step} (epoch {s.epoch}, batch {s.batch})"
         self._pending_notes += [where] + ([f"config changed since: {', '.join(changed)}"]
                                          if changed else [])
+        if resized:
+            self._pending_notes.append(
+                f"lr schedule rebuilt for {s.scheduler.config.total_steps} steps (was {resized}): "
+                f"from step {s.step} the lr follows the new length (now {s.lr:.3g})")
         rngs = saved.get("rng") or []
         if len(rngs) == info.world_size:
             return rngs[info.rank]
