@@ -475,3 +475,147 @@ def test_resuming_a_finished_run_saves_its_model_again(tmp_path, capsys):
     (out / "model" / "config.json").unlink()
     assert main(args + ["--resume"]) == 0
     assert models.load(str(out / "model")).fingerprint() == fp
+
+
+# ----------------------------------------------------------------------------- item 7: one line, not a traceback
+def _enospc(*a, **k):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    sys.path.insert(0, str(ROOT / "tests" / "engine"))
+    from engine_toy import ToyTask, toy_config, toy_data
+    from vlkit.engine import checkpoint as ckpt
+    from vlkit.engine import fit
+
+    real_save, calls = torch.save, []
+
+    def full_at_the_second(obj, f, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            f.write(b"x" * 1000)  # some bytes got out before the disk filled
+            _enospc()
+        real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", full_at_the_second)
+    with pytest.raises(UserError, match=r"disk full: could not write checkpoint .*step_00000004.pt "
+                                        r"\(needs about [\d.]+ KB, .* free\); the previous file is kept") as e:
+        fit(ToyTask(), toy_data(), toy_config(steps=8, checkpoint_every=2), tmp_path)
+    assert "\n" not in str(e.value)
+    size = (tmp_path / "checkpoints" / "step_00000002.pt").stat().st_size
+    assert f"needs about {size / 1024:.1f} KB" in str(e.value)  # the size of a checkpoint of this run
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000002.pt"]
+    assert ckpt.verify_checkpoint(ckpt.latest_checkpoint(tmp_path)) is None
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if ".tmp" in p.name]
+
+
+def test_disk_full_while_writing_the_report_is_one_line_and_keeps_the_previous_page(tmp_path, monkeypatch):
+    from vlkit import report
+    from vlkit.engine import checkpoint as ckpt
+
+    (tmp_path / "metrics.json").write_text('{"metrics": {"retrieval/i2t_R@1": 0.5}}')
+    page = report.write(tmp_path)
+    before = page.read_bytes()
+
+    class FullFile:
+        def __init__(self, path, mode):
+            self.f = open(path, mode)
+
+        def write(self, data):
+            self.f.write(data[:100])
+            _enospc()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(ckpt, "open", FullFile, raising=False)
+    with pytest.raises(UserError, match=r"disk full: could not write report .*report.html") as e:
+        report.write(tmp_path)
+    assert "\n" not in str(e.value)
+    assert page.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "report.html"]
+
+
+def test_disk_full_anywhere_in_the_cli_is_one_line(tmp_path, monkeypatch, capsys):
+    import vlkit.cli
+
+    monkeypatch.setattr(vlkit.cli, "_models_list", _enospc)
+    assert main(["models", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vlkit: error: disk full") and len(err.strip().splitlines()) == 1
+
+
+def test_a_refused_pickle_through_hf_or_a_timm_file_is_one_line(tmp_path):
+    import pickle
+
+    import torch
+
+    from vlkit import models
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    torch.save({"weight": RunsCode()}, tmp_path / "evil.pth")
+    cfg = {"image_size": 32, "embed_dim": 16,
+           "vision": {"type": "timm", "name": "test_resnet", "pretrained_file": str(tmp_path / "evil.pth")},
+           "text": {"type": "openclip_text", "cfg": {"width": 32, "heads": 2, "layers": 1, "context_length": 12}}}
+    with pytest.raises(UserError, match=r"timm weights file .*evil.pth: its weights are a pickle .* never unpickles") as e:
+        models.load(cfg)
+    assert "\n" not in str(e.value)
+
+    sys.path.insert(0, str(ROOT / "tests" / "models"))
+    from test_hf import _TEXT, _VISION, _save_tokenizer
+    from transformers import CLIPConfig, CLIPModel
+
+    hf = tmp_path / "hf"
+    CLIPModel(CLIPConfig(text_config=_TEXT, vision_config=_VISION, projection_dim=16)).save_pretrained(str(hf))
+    _save_tokenizer(hf, 12)
+    (hf / "model.safetensors").unlink()
+    with open(hf / "pytorch_model.bin", "wb") as f:
+        pickle.dump({"weight": RunsCode()}, f)
+    with pytest.raises(UserError, match=r"Hugging Face model .*hf: its weights are a pickle") as e:
+        models.load(f"hf:{hf}")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "ran").exists()  # nothing was unpickled
+
+
+def test_ctrl_c_anywhere_in_the_cli_is_one_line_and_exit_130(monkeypatch, capsys):
+    import vlkit.cli
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vlkit.cli, "_add_models", interrupted)  # while the parser imports and builds
+    assert main(["models", "list"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("vlkit: interrupted") and len(err.strip().splitlines()) == 1
+
+
+def test_ctrl_c_during_a_real_pretrain_run_is_one_line_exit_130_and_resumable(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_vlkit("pretrain", "configs/pretrain/shapes-clip.yaml", *TINY, "engine.steps=100000",
+                                   "engine.checkpoint_every=2", f"out_dir={out}"),
+                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: len(read_metrics(out / "metrics.jsonl")) >= 1, proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    err = err.decode()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("vlkit: interrupted")
+    assert not (out / lock.LOCK_FILE).exists()  # released on the way out
+    resumed = subprocess.run(_vlkit("pretrain", "configs/pretrain/shapes-clip.yaml", *TINY, "engine.steps=100000",
+                                    "time_budget_s=0.5", f"out_dir={out}", "--resume"),
+                             cwd=ROOT, env=_env(), capture_output=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    assert "took over the lock" not in resumed.stderr.decode()

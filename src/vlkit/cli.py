@@ -7,7 +7,9 @@ cause (:class:`vlkit.errors.UserError`) print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+import warnings
 from typing import Callable
 
 from .errors import UserError
@@ -187,17 +189,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """vlkit's own warnings ("vlkit: ...") print as one line; others keep Python's format."""
+    text = str(message)
+    if text.startswith("vlkit: "):
+        return f"vlkit: warning: {text[len('vlkit: '):]}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
+_python_format = warnings.formatwarning
+
+
+def _disk_full(e: OSError) -> str:
+    where = f" while writing {e.filename}" if getattr(e, "filename", None) else ""
+    return f"disk full{where}; free some space (or write elsewhere) and run again (--resume continues a training run)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command. A UserError or a full disk is one line (status 2); Ctrl-C at any point,
+    imports and argument parsing included, is one line (status 130); never a traceback for either."""
+    warnings.formatwarning = _one_line_warning
     try:
+        return _run(argv)
+    finally:
+        warnings.formatwarning = _python_format
+
+
+def _run(argv: list[str] | None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         rc = args.func(args)
     except UserError as e:
         print(f"vlkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("vlkit: interrupted", file=sys.stderr)
+        print("vlkit: interrupted (Ctrl-C); a training run continues from its last checkpoint with --resume",
+              file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"vlkit: error: {_disk_full(e)}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 
