@@ -619,3 +619,16 @@ def test_ctrl_c_during_a_real_pretrain_run_is_one_line_exit_130_and_resumable(tm
                              cwd=ROOT, env=_env(), capture_output=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     assert "took over the lock" not in resumed.stderr.decode()
+
+
+def test_data_export_cli_prints_what_it_wrote_and_overwrites_only_when_asked(tmp_path, capsys):
+    out = tmp_path / "exp"
+    assert main(["data", "export", "digits", str(out), "--format", "imagefolder", "--split", "test"]) == 0
+    first = capsys.readouterr().out
+    assert main(["data", "export", "digits", str(out), "--format", "imagefolder", "--split", "test"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert main(["data", "export", "digits", str(out), "--format", "imagefolder", "--split", "test",
+                 "--overwrite"]) == 0
+    again = capsys.readouterr().out
+    n = len(list(out.rglob("*.png")))
+    assert first == again == f"wrote {n} samples as imagefolder to {out}\n"

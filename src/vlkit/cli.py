@@ -37,6 +37,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     q.add_argument("out", help="output directory")
     q.add_argument("--format", required=True, choices=["webdataset", "captions", "imagefolder"])
     q.add_argument("--split", default="train", help="split to export (default: train)")
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export in OUT (only files an export writes; anything else is refused)")
     q.set_defaults(func=_data_export)
 
 
@@ -67,8 +69,8 @@ def _data_export(args: argparse.Namespace) -> None:
     from .data.export import export
 
     ds = data.load(args.name, split=args.split)
-    out = export(ds, args.format, args.out)
-    print(f"wrote {len(ds)} samples as {args.format} to {out}")
+    out = export(ds, args.format, args.out, overwrite=args.overwrite)
+    print(f"wrote {out.n_samples} samples as {args.format} to {out}")
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
