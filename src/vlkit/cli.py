@@ -226,15 +226,36 @@ def _run(argv: list[str] | None) -> int:
         print(f"vlkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("vlkit: interrupted (Ctrl-C); a training run continues from its last checkpoint with --resume",
-              file=sys.stderr)
+        print(_INTERRUPTED, file=sys.stderr)
         return 130
     except OSError as e:
-        if e.errno != errno.ENOSPC:
+        if e.errno == errno.ENOSPC:
+            print(f"vlkit: error: {_disk_full(e)}", file=sys.stderr)
+            return 2
+        if not _interrupted(e):
             raise
-        print(f"vlkit: error: {_disk_full(e)}", file=sys.stderr)
-        return 2
+        print(_INTERRUPTED, file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not _interrupted(e):
+            raise
+        print(_INTERRUPTED, file=sys.stderr)  # e.g. torch.save's zip writer failing as Ctrl-C unwinds it
+        return 130
     return int(rc or 0)
+
+
+_INTERRUPTED = "vlkit: interrupted (Ctrl-C); a training run continues from its last checkpoint with --resume"
+
+
+def _interrupted(e: BaseException) -> bool:
+    """Whether ``e`` was raised while a Ctrl-C unwound the stack (a KeyboardInterrupt in its context)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 if __name__ == "__main__":

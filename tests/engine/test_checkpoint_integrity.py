@@ -124,8 +124,11 @@ def test_temp_files_of_live_writers_are_left_alone(tmp_path):
     try:
         mine = tmp_path / f".report.html.tmp-{live.pid}"
         dead = tmp_path / ".report.html.tmp-999999999"
-        mine.write_text("half a page"), dead.write_text("half a page")
-        assert ckpt.clean_temp_files(tmp_path) == [dead]
+        (tmp_path / "model").mkdir()
+        dead_model = tmp_path / "model" / ".config.json.tmp-999999998"  # a final model save cut short
+        for p in (mine, dead, dead_model):
+            p.write_text("half a file")
+        assert sorted(ckpt.clean_temp_files(tmp_path)) == sorted([dead, dead_model])
         assert mine.exists()
     finally:
         live.kill()

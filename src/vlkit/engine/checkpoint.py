@@ -147,8 +147,9 @@ def _size(n: float) -> str:
 def disk_full_error(path: Path, needed: int | None, what: str) -> UserError:
     """The one line for ENOSPC: what could not be written, how much it needs, what is free."""
     try:
-        free = _size(os.statvfs(path.parent).f_bavail * os.statvfs(path.parent).f_frsize)
-    except (OSError, AttributeError):
+        st = os.statvfs(path.parent)
+        free = _size(st.f_bavail * st.f_frsize)
+    except (OSError, AttributeError):  # no statvfs on Windows
         free = "unknown"
     need = f"needs about {_size(needed)}" if needed else "needs more space"
     return UserError(f"disk full: could not write {what} {path} ({need}, {free} free); the previous "
@@ -156,11 +157,12 @@ def disk_full_error(path: Path, needed: int | None, what: str) -> UserError:
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], *, what: str = "file",
-                 before_replace: Callable[[Path], None] | None = None) -> Path:
+                 before_replace: Callable[[Path], None] | None = None, expected_size: int = 0) -> Path:
     """Call ``write(file)`` on a temporary file next to ``path``, fsync, then rename it over.
 
     ``before_replace(tmp)`` runs on the complete temporary file just before the rename (the
-    checkpoint's checksum is taken there). A full disk is one line (:func:`disk_full_error`)
+    checkpoint's checksum is taken there). A full disk is one line (:func:`disk_full_error`,
+    needing ``expected_size`` bytes or what was written before the disk filled, the larger)
     and leaves any previous file at ``path`` as it was.
     """
     path = Path(path)
@@ -178,16 +180,13 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], *, what: str = 
         written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
         if e.errno == errno.ENOSPC:
-            raise disk_full_error(path, max(written, _expected_size.get(path, 0)), what) from None
+            raise disk_full_error(path, max(written, expected_size), what) from None
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path
-
-
-_expected_size: dict[Path, int] = {}  # bytes a write is known to need (for the disk-full line)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -208,18 +207,14 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     payload = {"format": FORMAT, "version": VERSION, **state}
     previous = latest_checkpoint(path.parent.parent) if path.parent.name == "checkpoints" else None
-    if previous is not None:  # the size of the last one: what a disk-full line says is needed
-        _expected_size[path] = previous.stat().st_size
+    expected = previous.stat().st_size if previous is not None else 0  # what a disk-full line says is needed
 
     def write_checksum(tmp: Path) -> None:
         line = f"{sha256_file(tmp)}  {path.name}\n"
         atomic_write(checksum_path(path), lambda f: f.write(line.encode()), what="checksum of")
 
-    try:
-        return atomic_write(path, lambda f: torch.save(payload, f), what="checkpoint",
-                            before_replace=write_checksum)
-    finally:
-        _expected_size.pop(path, None)
+    return atomic_write(path, lambda f: torch.save(payload, f), what="checkpoint",
+                        before_replace=write_checksum, expected_size=expected)
 
 
 def verify_checkpoint(path: str | Path) -> str | None:
@@ -239,14 +234,15 @@ def verify_checkpoint(path: str | Path) -> str | None:
 
 
 def clean_temp_files(out_dir: str | Path) -> list[Path]:
-    """Remove temporary files that killed writes left in ``out_dir`` and its checkpoints/ (those
-    of a process that is no longer running), and checksum files whose checkpoint is gone."""
+    """Remove temporary files that killed writes left in ``out_dir`` and its folders one level
+    down (``checkpoints/``, ``model/``): those of a process that is no longer running, and
+    checksum files whose checkpoint is gone."""
     from .lock import pid_alive
 
-    removed = []
-    for folder in (Path(out_dir), checkpoint_dir(out_dir)):
-        if not folder.is_dir():
-            continue
+    out_dir, removed = Path(out_dir), []
+    if not out_dir.is_dir():
+        return removed
+    for folder in (out_dir, *(p for p in out_dir.iterdir() if p.is_dir())):
         for p in folder.iterdir():
             m = _TMP.match(p.name)
             orphan = p.name.endswith(".pt.sha256") and not p.with_name(p.name[:-7]).exists()
@@ -269,11 +265,7 @@ def save_safetensors(module: nn.Module, path: str | Path) -> Path:
         seen.add(key)
         tensors[name] = t.detach().cpu().contiguous()
     data = save(tensors, metadata={"format": "pt"})
-    _expected_size[Path(path)] = len(data)
-    try:
-        return atomic_write(path, lambda f: f.write(data), what="model weights")
-    finally:
-        _expected_size.pop(Path(path), None)
+    return atomic_write(path, lambda f: f.write(data), what="model weights", expected_size=len(data))
 
 
 def prune(out_dir: str | Path, keep_last: int) -> None:

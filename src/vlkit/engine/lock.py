@@ -16,7 +16,7 @@ of a distributed run locks (the other ranks write nothing).
 from __future__ import annotations
 
 import os
-import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -60,7 +60,7 @@ def _refuse(out_dir: Path, pid: int | None) -> UserError:
 
 
 def _warn(message: str) -> None:
-    print(f"vlkit: warning: {message}", file=sys.stderr, flush=True)
+    warnings.warn(f"vlkit: {message}", stacklevel=3)  # the CLI prints it as one line
 
 
 def _try_lock(path: Path, out_dir: Path) -> int:
