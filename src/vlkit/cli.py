@@ -7,7 +7,9 @@ cause (:class:`vlkit.errors.UserError`) print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+import warnings
 from typing import Callable
 
 from .errors import UserError
@@ -54,6 +56,8 @@ def _data_show(args: argparse.Namespace) -> None:
     from . import data
     from .data.show import contact_sheet
 
+    if args.n < 1:  # before the dataset is built
+        raise UserError(f"--n must be >= 1, got {args.n}; pass the number of images to show")
     ds = data.load(args.name, split=args.split)
     out = args.out or f"{args.name.replace(':', '-').replace('/', '_')}-{args.split}.png"
     path = contact_sheet(ds, n=args.n, out_png=out, seed=args.seed)
@@ -138,6 +142,37 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(out=args.out, quick=args.quick)
 
 
+def _add_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cache", help="what vlkit keeps in its user cache: sizes, clearing",
+        description="vlkit's user cache ($VLKIT_CACHE, else the user cache folder) holds frozen-tower "
+        "features (features/, capped at $VLKIT_FEATURE_CACHE_GB gigabytes, default 4, least recently "
+        "used evicted first; 0: no cap) and the embedded datasets built at first use (data/). "
+        "Everything in it is rebuilt when missing.")
+    csub = p.add_subparsers(dest="cache_cmd", required=True, metavar="{info,clear}")
+    q = csub.add_parser("info", help="where the cache is, its files and sizes per section, the cap")
+    q.set_defaults(func=_cache_info)
+    q = csub.add_parser("clear", help="delete cached features (default), datasets, or both",
+                        description="Delete a section of the cache; the next run recomputes what it needs "
+                        "(features: one encoding pass; data: the embedded datasets are built again).")
+    q.add_argument("what", nargs="?", default="features", choices=["features", "data", "all"],
+                   help="section to delete (default: features)")
+    q.set_defaults(func=_cache_clear)
+
+
+def _cache_info(args: argparse.Namespace) -> None:
+    from . import cache_admin
+
+    print("\n".join(cache_admin.format_info(cache_admin.info())))
+
+
+def _cache_clear(args: argparse.Namespace) -> None:
+    from . import cache_admin
+
+    n, size = cache_admin.clear(args.what)
+    print(f"deleted {n} files ({size / 2**20:.1f} MB) from the {args.what} cache")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -151,23 +186,76 @@ def build_parser() -> argparse.ArgumentParser:
     from .adapt.cli import add_cli as _add_adapt
     from .evaluate.cli import add_cli as _add_eval
 
-    for add in (_add_demo, _add_pretrain, _add_adapt, _add_eval, _add_data, _add_models):
+    for add in (_add_demo, _add_pretrain, _add_adapt, _add_eval, _add_data, _add_models, _add_cache):
         add(sub)
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """vlkit's own warnings ("vlkit: ...") print as one line; others keep Python's format."""
+    text = str(message)
+    if text.startswith("vlkit: "):
+        return f"vlkit: warning: {text[len('vlkit: '):]}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
+_python_format = warnings.formatwarning
+
+
+def _disk_full(e: OSError) -> str:
+    where = f" while writing {e.filename}" if getattr(e, "filename", None) else ""
+    return f"disk full{where}; free some space (or write elsewhere) and run again (--resume continues a training run)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command. A UserError or a full disk is one line (status 2); Ctrl-C at any point,
+    imports and argument parsing included, is one line (status 130); never a traceback for either."""
+    warnings.formatwarning = _one_line_warning
     try:
+        return _run(argv)
+    finally:
+        warnings.formatwarning = _python_format
+
+
+def _run(argv: list[str] | None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         rc = args.func(args)
     except UserError as e:
         print(f"vlkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("vlkit: interrupted", file=sys.stderr)
+        print(_INTERRUPTED, file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            print(f"vlkit: error: {_disk_full(e)}", file=sys.stderr)
+            return 2
+        if not _interrupted(e):
+            raise
+        print(_INTERRUPTED, file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not _interrupted(e):
+            raise
+        print(_INTERRUPTED, file=sys.stderr)  # e.g. torch.save's zip writer failing as Ctrl-C unwinds it
         return 130
     return int(rc or 0)
+
+
+_INTERRUPTED = "vlkit: interrupted (Ctrl-C); a training run continues from its last checkpoint with --resume"
+
+
+def _interrupted(e: BaseException) -> bool:
+    """Whether ``e`` was raised while a Ctrl-C unwound the stack (a KeyboardInterrupt in its context)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 if __name__ == "__main__":

@@ -225,8 +225,21 @@ def to_dict(cfg: Any) -> Any:
 
 
 def save(cfg: Any, path: str | Path) -> Path:
-    """Write the resolved config as YAML (the run directory keeps what actually ran)."""
+    """Write the resolved config as YAML (the run directory keeps what actually ran).
+
+    Atomically: the text goes to a temporary file in the same folder that is then renamed over
+    ``path``, so a kill or a full disk leaves the previous file whole, never half of the new one.
+    """
+    import os
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

@@ -61,7 +61,8 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, mo
     with pytest.raises(OSError, match="disk full"):
         ckpt.save_checkpoint({"model": {}}, tmp_path / "checkpoints" / "step_00000004.pt")
     assert path.read_bytes() == before
-    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [path.name]  # no leftovers
+    left = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert left == [path.name, path.name + ".sha256"]  # no leftovers; the intact one's checksum
 
 
 def test_a_run_that_crashes_while_saving_resumes_from_the_last_good_one(tmp_path, monkeypatch):

@@ -164,6 +164,7 @@ def test_text_bank_contrasts_images_with_every_cached_caption(tmp_path, monkeypa
 def test_text_bank_without_a_cached_text_tower_is_one_clear_error(tmp_path):
     cfg = pretrain.load_config(ROOT / "configs/pretrain/shapes-clip.yaml", [
         "model=preset:tiny-clip", "objectives=[{name: clip, text_negatives: bank}]", "engine.steps=2",
+        "engine.schedule.warmup_steps=0",
         "eval.data=null", f"out_dir={tmp_path}", *QUICK])
     with pytest.raises(UserError, match="text_negatives: bank needs a locked text tower"):
         pretrain.run(cfg)

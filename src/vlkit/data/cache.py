@@ -7,7 +7,9 @@ transform ``repr`` and view index (any JSON-able parts), and keeps it
 
 - on disk as safetensors under ``cache_dir("features")`` (no pickle), written to a temp file
   and moved into place with ``os.replace``, so a crash never leaves a half file;
-- in memory in an LRU layer, so repeated calls in one process do not touch the disk.
+- in memory in an LRU layer, so repeated calls in one process do not touch the disk;
+- within a size cap on disk (``$VLKIT_FEATURE_CACHE_GB``, :mod:`vlkit.cache_admin`): after each
+  write the least recently used files of the folder are deleted until it fits.
 
 **Integrity.** A cache file is only a faster way to get what ``compute()`` would return, so
 it is never trusted blindly. Each file carries in its safetensors metadata its key and, per
@@ -83,6 +85,7 @@ class FeatureCache:
         value = self._read(path, key, rows)
         if value is not None:
             self.disk_hits += 1
+            _touch(path)  # recently used: the size cap evicts the least recently used first
         else:
             self.misses += 1
             value = _detach(compute())
@@ -112,8 +115,11 @@ class FeatureCache:
         return tensors[_SINGLE] if set(tensors) == {_SINGLE} else tensors
 
     def _write(self, path: Path, key: str, value: Features) -> None:
-        """The one place a cache entry is written (a size cap hooks in here)."""
+        """The one place a cache entry is written; then the folder is held to its size cap."""
+        from ..cache_admin import enforce_cap
+
         write_tensors(path, _as_dict(value), key)
+        enforce_cap(self.root, keep=path)
 
     def _remember(self, key: str, value: Features) -> None:
         size = sum(t.numel() * t.element_size() for t in _as_dict(value).values())
@@ -219,6 +225,13 @@ def _rows_problem(tensors: Mapping[str, torch.Tensor], rows: int | None) -> str 
             label = "" if name == _SINGLE else f" in {name}"
             return f"holds {got} rows{label} where {rows} were asked for"
     return None
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:  # a read-only cache still serves hits
+        pass
 
 
 def _as_dict(value: Features) -> dict[str, torch.Tensor]:

@@ -35,6 +35,8 @@ def _fit(img: Image.Image, cell: int) -> Image.Image:
 def contact_sheet(dataset: VLDataset, n: int = 32, out_png: str | Path = "contact_sheet.png", seed: int = 0,
                   cols: int = 8, cell: int = 128) -> Path:
     """Write a grid of ``n`` samples (image + wrapped first caption) to ``out_png``; returns the path."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"the number of images to show must be >= 1, got {n!r}; pass --n 32, say")
     if len(dataset) == 0:
         raise UserError(f"{dataset.name} split {dataset.split!r} is empty: nothing to show")
     picks = sorted(hash_order(range(len(dataset)), f"sheet:{seed}")[: min(n, len(dataset))])

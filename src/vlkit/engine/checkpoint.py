@@ -19,14 +19,26 @@ It holds:
 Writes are atomic: the bytes go to a temporary file in the same directory, are fsynced, and
 ``os.replace`` gives them the final name. A crash mid-write leaves the previous checkpoint
 intact and nothing under the final name; old checkpoints are pruned only after a new one is
-in place.
+in place. A full disk (ENOSPC) is one line saying how much space the checkpoint needs; the
+previous checkpoint stays.
+
+Integrity: each checkpoint has a sidecar ``step_N.pt.sha256`` (``sha256sum`` format, so
+``sha256sum -c`` checks it too) with the SHA-256 of the file's bytes, written before the
+checkpoint takes its final name. Resuming verifies it: a newest checkpoint whose bytes changed
+(or that cannot be read) is moved aside as ``step_N.pt.damaged`` with one warning, and the run
+resumes from the previous intact one. A checkpoint without a sidecar (written by an older
+vlkit) is read as it is. Temporary files of a killed write (``.step_N.pt.tmp-PID``, whose PID is
+no longer running) are removed when a run starts (:func:`clean_temp_files`).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -121,8 +133,38 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
-    """Call ``write(file)`` on a temporary file next to ``path``, fsync, then rename it over."""
+_TMP = re.compile(r"^\..+\.tmp-(\d+)$")  # atomic_write's temporary names
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def disk_full_error(path: Path, needed: int | None, what: str) -> UserError:
+    """The one line for ENOSPC: what could not be written, how much it needs, what is free."""
+    try:
+        st = os.statvfs(path.parent)
+        free = _size(st.f_bavail * st.f_frsize)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        free = "unknown"
+    need = f"needs about {_size(needed)}" if needed else "needs more space"
+    return UserError(f"disk full: could not write {what} {path} ({need}, {free} free); the previous "
+                     "file is kept; free some space (or point out_dir elsewhere) and resume")
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], None], *, what: str = "file",
+                 before_replace: Callable[[Path], None] | None = None, expected_size: int = 0) -> Path:
+    """Call ``write(file)`` on a temporary file next to ``path``, fsync, then rename it over.
+
+    ``before_replace(tmp)`` runs on the complete temporary file just before the rename (the
+    checkpoint's checksum is taken there). A full disk is one line (:func:`disk_full_error`,
+    needing ``expected_size`` bytes or what was written before the disk filled, the larger)
+    and leaves any previous file at ``path`` as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -131,7 +173,15 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        written = tmp.stat().st_size if tmp.exists() else 0
+        tmp.unlink(missing_ok=True)
+        if e.errno == errno.ENOSPC:
+            raise disk_full_error(path, max(written, expected_size), what) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -139,10 +189,68 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
     return path
 
 
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checksum_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write a checkpoint dict atomically (see the module docstring for its keys)."""
+    """Write a checkpoint dict atomically, with its checksum sidecar (module docstring)."""
+    path = Path(path)
     payload = {"format": FORMAT, "version": VERSION, **state}
-    return atomic_write(path, lambda f: torch.save(payload, f))
+    previous = latest_checkpoint(path.parent.parent) if path.parent.name == "checkpoints" else None
+    expected = previous.stat().st_size if previous is not None else 0  # what a disk-full line says is needed
+
+    def write_checksum(tmp: Path) -> None:
+        line = f"{sha256_file(tmp)}  {path.name}\n"
+        atomic_write(checksum_path(path), lambda f: f.write(line.encode()), what="checksum of")
+
+    return atomic_write(path, lambda f: torch.save(payload, f), what="checkpoint",
+                        before_replace=write_checksum, expected_size=expected)
+
+
+def verify_checkpoint(path: str | Path) -> str | None:
+    """What is wrong with the checkpoint file (None: nothing): its bytes against its sidecar."""
+    path = Path(path)
+    sidecar = checksum_path(path)
+    if not sidecar.is_file():
+        return None  # written before checksums: read as it is
+    try:
+        want = sidecar.read_text().split()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return f"its checksum file {sidecar.name} is unreadable"
+    got = sha256_file(path)
+    if got != want:
+        return f"its bytes changed since it was written (sha256 {got[:12]}..., recorded {want[:12]}...)"
+    return None
+
+
+def clean_temp_files(out_dir: str | Path) -> list[Path]:
+    """Remove temporary files that killed writes left in ``out_dir`` and its folders one level
+    down (``checkpoints/``, ``model/``): those of a process that is no longer running, and
+    checksum files whose checkpoint is gone."""
+    from .lock import pid_alive
+
+    out_dir, removed = Path(out_dir), []
+    if not out_dir.is_dir():
+        return removed
+    for folder in (out_dir, *(p for p in out_dir.iterdir() if p.is_dir())):
+        for p in folder.iterdir():
+            m = _TMP.match(p.name)
+            orphan = p.name.endswith(".pt.sha256") and not p.with_name(p.name[:-7]).exists()
+            if (m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1)))) or orphan:
+                if p.is_file():
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+    return removed
 
 
 def save_safetensors(module: nn.Module, path: str | Path) -> Path:
@@ -157,7 +265,7 @@ def save_safetensors(module: nn.Module, path: str | Path) -> Path:
         seen.add(key)
         tensors[name] = t.detach().cpu().contiguous()
     data = save(tensors, metadata={"format": "pt"})
-    return atomic_write(path, lambda f: f.write(data))
+    return atomic_write(path, lambda f: f.write(data), what="model weights", expected_size=len(data))
 
 
 def prune(out_dir: str | Path, keep_last: int) -> None:
@@ -166,6 +274,7 @@ def prune(out_dir: str | Path, keep_last: int) -> None:
         return
     for old in list_checkpoints(out_dir)[:-keep_last]:
         old.unlink(missing_ok=True)
+        checksum_path(old).unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -183,6 +292,40 @@ def find_resume_checkpoint(out_dir: str | Path, resume: bool | str | Path) -> Pa
             "start the run without resume, or point out_dir at a run that saved checkpoints"
         )
     return path
+
+
+def load_resume_checkpoint(out_dir: str | Path, resume: bool | str | Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to resume from, verified and loaded: ``(path, checkpoint)``.
+
+    With ``resume=True`` a damaged newest checkpoint (changed bytes, unreadable) is moved aside
+    as ``*.damaged`` with one warning and the previous one is tried, down to the oldest. A
+    checkpoint named by path must be intact: a damaged one is an error.
+    """
+    first = find_resume_checkpoint(out_dir, resume)
+    if not isinstance(resume, bool):
+        problem = verify_checkpoint(first)
+        if problem:
+            raise UserError(f"checkpoint {first} is damaged: {problem}; resume from another checkpoint")
+        return first, load_checkpoint(first)
+    damaged = []
+    for path in reversed(list_checkpoints(out_dir)):
+        problem = verify_checkpoint(path)
+        ckpt = None
+        if problem is None:
+            try:
+                ckpt = load_checkpoint(path)
+            except UserError as e:
+                problem = str(e).split("; ")[0].replace(f"checkpoint {path} ", "it ")
+        if problem is None:
+            return path, ckpt
+        aside = path.with_name(path.name + ".damaged")
+        os.replace(path, aside)
+        checksum_path(path).unlink(missing_ok=True)
+        damaged.append(aside)
+        warnings.warn(f"vlkit: checkpoint {path} is damaged: {problem}; moved it to {aside.name} and "
+                      "resuming from the previous checkpoint", stacklevel=2)
+    raise UserError(f"no intact checkpoint in {checkpoint_dir(out_dir)} ({len(damaged)} damaged, moved to "
+                    "*.damaged); start the run again without resume, or in another out_dir")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

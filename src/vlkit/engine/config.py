@@ -39,13 +39,15 @@ class EngineConfig:
 
     def validate(self) -> None:
         checks = [
-            (self.steps is None and self.epochs < 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.epochs < 0 or (self.steps is None and self.epochs < 1), f"epochs must be >= 1, got {self.epochs}"),
             (self.steps is not None and self.steps < 1, f"steps must be >= 1, got {self.steps}"),
             (self.batch_size < 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.log_every < 1, f"log_every must be >= 1, got {self.log_every}"),
             (self.checkpoint_every < 0, "checkpoint_every must be >= 0 (0: only at the end)"),
             (self.keep_last < 0, "keep_last must be >= 0 (0: keep every checkpoint)"),
-            (self.grad_clip is not None and self.grad_clip < 0, "grad_clip must be >= 0"),
+            (self.grad_clip is not None and not self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}"),
+            (self.num_workers < 0, f"num_workers must be >= 0, got {self.num_workers}"),
+            (self.seed < 0, f"seed must be >= 0, got {self.seed}"),
         ]
         for bad, message in checks:
             if bad:

@@ -8,7 +8,9 @@ scalar the task returned (``loss`` and each ``*_loss``), ``samples_per_s`` (glob
 second since the previous line), ``time`` (training seconds since the run began, counted across
 resumes), and anything a hook recorded with ``state.record(...)``. When a run resumes, lines
 past the checkpoint's step are dropped, so the file of a killed-and-resumed run reads like that
-of an uninterrupted one. TensorBoard event files are written too when ``tensorboard`` is
+of an uninterrupted one. Each line is appended by one ``write`` on an ``O_APPEND`` descriptor, so
+a second writer can add lines but never cut or interleave one (and ``fit`` holds the run
+directory's lock, :mod:`.lock`, so a second run is refused before it writes). TensorBoard event files are written too when ``tensorboard`` is
 installed (it is optional; nothing breaks without it).
 """
 
@@ -81,7 +83,9 @@ class RunLogger:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a")
+        # O_APPEND and one write() per line: lines of two writers never interleave or overwrite
+        # each other (a second run into this out_dir is refused by the run lock anyway)
+        self._file = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._bar_args = dict(total=total_steps, initial=start_step) if progress else None
         if tensorboard:
             self._tb = _tensorboard_writer(Path(out_dir) / "tensorboard")
@@ -115,8 +119,7 @@ class RunLogger:
         self.history.append(record)
         if self._file is None:
             return
-        self._file.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
-        self._file.flush()
+        os.write(self._file, (json.dumps({k: _clean(v) for k, v in record.items()}) + "\n").encode())
         if self._tb is not None:
             for k, v in record.items():
                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -126,7 +129,7 @@ class RunLogger:
         if self._bar is not None:
             self._bar.close()
         if self._file is not None:
-            self._file.close()
+            os.close(self._file)
         if self._tb is not None:
             self._tb.close()
         self._bar = self._file = self._tb = self._bar_args = None

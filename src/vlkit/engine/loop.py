@@ -36,6 +36,7 @@ from ..errors import UserError
 from . import checkpoint as ckpt
 from .compile import compile_task
 from .config import EngineConfig, FitResult
+from .lock import run_dir_lock
 from .distributed import DistInfo, all_reduce_mean, any_rank, barrier, cleanup, gather_to_main
 from .distributed import init_distributed, wrap_ddp
 from .logger import METRICS_FILE, RunLogger, read_metrics, truncate_metrics
@@ -57,7 +58,7 @@ def fit(
     or the path of a checkpoint file to continue from.
     """
     cfg = cfg or EngineConfig()
-    cfg.validate()
+    check_config(cfg)
     if not isinstance(getattr(task, "module", None), torch.nn.Module):
         raise UserError("the task has no `module` (an nn.Module with the trainable parameters)")
     if not any(p.requires_grad for p in task.module.parameters()):
@@ -71,9 +72,64 @@ def fit(
         raise UserError("the data gives no batch per epoch; use more samples or a smaller batch")
     info = init_distributed(cfg.distributed, cfg.device)
     try:
-        return _Trainer(task, data, cfg, Path(out_dir), info, list(hooks)).run(resume)
+        with run_dir_lock(out_dir, enabled=info.is_main):  # one run per out_dir (rank 0 writes)
+            return _Trainer(task, data, cfg, Path(out_dir), info, list(hooks)).run(resume)
     finally:
         cleanup(info)
+
+
+def _finite(value, at_least: float | None = None, above: float | None = None) -> bool:
+    if value is None:
+        return True
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return False
+    return (math.isfinite(v) and (at_least is None or v >= at_least)
+            and (above is None or v > above))
+
+
+def check_config(cfg: EngineConfig) -> None:
+    """Every engine value, checked before a run builds or writes anything (one line each).
+
+    ``cfg.validate()`` (counts), then the optimizer and schedule sections as their dataclasses:
+    a NaN, infinite or negative lr, weight decay, eps or momentum is refused here rather than
+    found at the first step (a NaN lr trains NaN weights without a NaN loss until the next step).
+    """
+    cfg.validate()
+    from . import optim, schedule
+
+    ocfg = cfg.optim
+    if not dataclasses.is_dataclass(ocfg):
+        ocfg = vconfig.build(optim.OptimConfig, ocfg or {}, prefix="optim.")
+    checks = [
+        ("lr", ocfg.lr, _finite(ocfg.lr, above=0), "a positive number"),
+        ("weight_decay", ocfg.weight_decay, _finite(ocfg.weight_decay, at_least=0), "a number >= 0"),
+        ("eps", ocfg.eps, _finite(ocfg.eps, above=0), "a positive number"),
+        ("momentum", ocfg.momentum, _finite(ocfg.momentum, at_least=0) and (ocfg.momentum or 0) < 1,
+         "a number in [0, 1)"),
+        ("betas", ocfg.betas, ocfg.betas is None or all(_finite(b, at_least=0) and b < 1 for b in ocfg.betas),
+         "two numbers in [0, 1)"),
+    ]
+    if cfg.schedule is not None:
+        scfg = cfg.schedule
+        if not dataclasses.is_dataclass(scfg):
+            scfg = vconfig.build(schedule.ScheduleConfig, scfg or {}, prefix="schedule.")
+        schedule.SCHEDULES.get(scfg.name)  # an unknown name: the valid ones, now
+        if cfg.steps and scfg.warmup_steps >= 0:  # the run's length is known before the data is
+            schedule.check(dataclasses.replace(scfg, total_steps=scfg.total_steps or cfg.steps))
+        checks += [
+            ("schedule.warmup_steps", scfg.warmup_steps, scfg.warmup_steps >= 0, "an integer >= 0"),
+            ("schedule.total_steps", scfg.total_steps, scfg.total_steps >= 0, "an integer >= 0 (0: the run's steps)"),
+            ("schedule.min_lr", scfg.min_lr, _finite(scfg.min_lr, at_least=0), "a number >= 0"),
+            ("schedule.warmup_lr", scfg.warmup_lr, _finite(scfg.warmup_lr, at_least=0), "a number >= 0"),
+            ("schedule.warmup_start_factor", scfg.warmup_start_factor,
+             _finite(scfg.warmup_start_factor, at_least=0) and scfg.warmup_start_factor <= 1, "a number in [0, 1]"),
+        ]
+    for key, value, ok, want in checks:
+        if not ok:
+            key = key if key.startswith("schedule.") else f"optim.{key}"
+            raise UserError(f"engine config: {key} must be {want}, got {value!r}; fix engine.{key}")
 
 
 def build_optimization(task: Task, cfg: EngineConfig, total_steps: int):
@@ -136,6 +192,11 @@ class _Trainer:
         self.state = TrainState(self.total, self.n_batches, info, self.out_dir, module, module,
                                 optimizer, scheduler, cfg)
         history, saved_rng = [], None
+        if info.is_main:  # leftovers of a killed write (this run holds the directory's lock)
+            removed = ckpt.clean_temp_files(self.out_dir)
+            if removed:
+                self._pending_notes.append(f"removed {len(removed)} temporary file(s) left by a killed "
+                                           f"write, e.g. {removed[0].name}")
         if resume:
             saved_rng = self._restore(resume)
             history = _resumed_history(self.out_dir / METRICS_FILE, self.state.step, info)
@@ -302,8 +363,11 @@ class _Trainer:
     def _restore(self, resume) -> dict[str, Any] | None:
         """Load a checkpoint into the run (all but the RNG streams, returned for later)."""
         s, info = self.state, self.info
-        path = ckpt.find_resume_checkpoint(self.out_dir, resume)
-        saved = ckpt.load_checkpoint(path)
+        if info.is_main:  # rank 0 verifies, and moves a damaged checkpoint aside, first
+            path, saved = ckpt.load_resume_checkpoint(self.out_dir, resume)
+        barrier(info)
+        if not info.is_main:
+            path, saved = ckpt.load_resume_checkpoint(self.out_dir, resume)
         ckpt.check_architecture(s.module, saved["model"], path)
         s.module.load_state_dict(saved["model"])
         try:
@@ -311,8 +375,10 @@ class _Trainer:
         except (ValueError, KeyError) as e:
             raise UserError(f"checkpoint {path}: its optimizer state does not fit this run ({e}); "
                             "resume with the optimizer config that wrote it") from None
+        resized = None
         if s.scheduler is not None and saved.get("scheduler") is not None:
             s.scheduler.load_state_dict(saved["scheduler"])
+            resized = getattr(s.scheduler, "resized_from", None)
         if self.precision.scaler is not None and saved.get("scaler") is not None:
             self.precision.scaler.load_state_dict(saved["scaler"])
         s.step, s.epoch, s.batch = saved["step"], saved["epoch"], saved["batch"]
@@ -325,8 +391,12 @@ class _Trainer:
                 hook.load_state_dict(hook_states[self._hook_key(i, hook)])
         changed = _changed_keys(saved.get("config") or {}, vconfig.to_dict(self.cfg))
         where = f"resuming from {path} at step {s.step} (epoch {s.epoch}, batch {s.batch})"
-        self._pending_notes = [where] + ([f"config changed since: {', '.join(changed)}"]
+        self._pending_notes += [where] + ([f"config changed since: {', '.join(changed)}"]
                                          if changed else [])
+        if resized:
+            self._pending_notes.append(
+                f"lr schedule rebuilt for {s.scheduler.config.total_steps} steps (was {resized}): "
+                f"from step {s.step} the lr follows the new length (now {s.lr:.3g})")
         rngs = saved.get("rng") or []
         if len(rngs) == info.world_size:
             return rngs[info.rank]
@@ -353,12 +423,21 @@ class _Trainer:
         )
 
 
-def _refuse_to_overwrite(out_dir: Path, info: DistInfo) -> None:
-    """A fresh run never mixes with (or destroys) an earlier run's checkpoints and metrics."""
+def check_out_dir(out_dir: str | Path, resume: bool | str | Path) -> None:
+    """Refuse, before anything is built or written, a run that ``fit`` would refuse anyway:
+    a fresh run into a directory that holds one, or a resume with nothing to resume."""
+    if resume:
+        ckpt.find_resume_checkpoint(out_dir, resume)
+        return
     existing = ckpt.latest_checkpoint(out_dir)
     if existing is not None:
         raise UserError(f"{out_dir} already holds a run (checkpoint {existing.name}); resume it "
                         "(--resume / resume=True) or choose another out_dir")
+
+
+def _refuse_to_overwrite(out_dir: Path, info: DistInfo) -> None:
+    """A fresh run never mixes with (or destroys) an earlier run's checkpoints and metrics."""
+    check_out_dir(out_dir, False)
     if info.is_main:
         truncate_metrics(out_dir / METRICS_FILE, 0)  # lines of a run that never checkpointed
 

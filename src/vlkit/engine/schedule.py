@@ -16,7 +16,10 @@ Registered names (:data:`SCHEDULES`), each a function ``lr(step, base_lr, cfg)``
 
 :class:`LRSchedule` is a ``torch.optim.lr_scheduler.LRScheduler``: ``state_dict`` /
 ``load_state_dict`` round-trip the step count, and loading also writes the current lr into the
-optimizer, so a resumed run continues with exactly the same learning rates.
+optimizer, so a resumed run continues with exactly the same learning rates. A run resumed with
+more total steps (``engine.steps`` raised) gets the schedule rebuilt for its new length: the lr
+of the saved step is recomputed from the new config (not the old run's last lr, which the cosine
+had taken to ``min_lr``), and the loop says so in its log.
 """
 
 from __future__ import annotations
@@ -78,7 +81,8 @@ def const_warmup_cosine(step: int, base_lr: float, cfg: ScheduleConfig) -> float
     return _cosine(step - cfg.warmup_steps, cfg.total_steps, base_lr, cfg.min_lr)
 
 
-def _check(cfg: ScheduleConfig) -> None:
+def check(cfg: ScheduleConfig) -> None:
+    """Refuse, in one line, a schedule that cannot run (an unknown name, warm-up past the end)."""
     SCHEDULES.get(cfg.name)  # unknown name: UserError listing the valid ones
     if cfg.warmup_steps < 0:
         raise UserError(f"schedule warmup_steps must be >= 0, got {cfg.warmup_steps}")
@@ -95,7 +99,7 @@ class LRSchedule(LRScheduler):
     """Sets each param group's lr to ``SCHEDULES[cfg.name](step, group's base lr, cfg)``."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, last_epoch: int = -1):
-        _check(cfg)
+        check(cfg)
         self.config = cfg
         self.lr_fn = SCHEDULES.get(cfg.name)
         super().__init__(optimizer, last_epoch)
@@ -114,20 +118,28 @@ class LRSchedule(LRScheduler):
 
     def state_dict(self) -> dict:
         state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("optimizer", "config", "lr_fn")}
+                 if k not in ("optimizer", "config", "lr_fn", "resized_from")}
         state["schedule_name"] = self.config.name
+        state["schedule_total_steps"] = self.config.total_steps
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Continue at the saved step, under *this* schedule's config: a resumed run given more
+        (or fewer) total steps follows the schedule rebuilt for its new length from the saved
+        step on (``resized_from`` then holds the old length, for the run's log). With the same
+        config the lrs are those the saved run would have used, bit for bit."""
         state = dict(state_dict)
         name = state.pop("schedule_name", self.config.name)
+        total = state.pop("schedule_total_steps", None)
         if name != self.config.name:
             raise UserError(
                 f"checkpoint was trained with lr schedule {name!r} but the config says "
                 f"{self.config.name!r}; resume with the same schedule"
             )
         self.__dict__.update(state)
-        for group, lr in zip(self.optimizer.param_groups, self.get_last_lr()):
+        self.resized_from = total if total is not None and total != self.config.total_steps else None
+        self._last_lr = self.get_lr()  # the lr of the saved step, by this config's schedule
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
             group["lr"] = lr
 
 

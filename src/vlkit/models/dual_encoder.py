@@ -20,6 +20,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -257,6 +258,9 @@ class DualEncoder(nn.Module):
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        # config.json goes first and comes back last (atomically): a directory holding one holds a
+        # whole model, and one cut short says so on load (read_meta)
+        (path / "config.json").unlink(missing_ok=True)
         for name, tower in (("visual", self.visual), ("text", self.text)):
             (path / "assets" / name).mkdir(parents=True, exist_ok=True)
             tower.save_assets(path / "assets" / name)
@@ -267,7 +271,9 @@ class DualEncoder(nn.Module):
 
         meta = {"format": FORMAT, "format_version": 1, "vlkit_version": __version__, "config": self.config,
                 "frozen": self.frozen_parts(), "fingerprint": fp}
-        (path / "config.json").write_text(json.dumps(meta, indent=2))
+        tmp = path / f".config.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, path / "config.json")
         return path
 
     @classmethod
@@ -299,6 +305,11 @@ class DualEncoder(nn.Module):
         if meta.get("frozen"):
             model.freeze(meta["frozen"])
         model._fingerprints.clear()
+        saved_fp = meta.get("fingerprint")  # absent: saved before vlkit recorded one
+        if saved_fp and model.fingerprint() != saved_fp:
+            raise UserError(f"{weights} does not match the fingerprint saved with it (config.json says "
+                            f"{saved_fp}, the weights give {model.fingerprint()}): the files were changed "
+                            "or mixed after saving; save the model again or restore its files")
         return model
 
 
@@ -306,6 +317,11 @@ def read_meta(path: Path) -> dict:
     """The parsed config.json of a saved DualEncoder directory (UserError if it is not one)."""
     file = Path(path) / "config.json"
     if not file.is_file():
+        if (Path(path) / "model.safetensors").exists() or (Path(path).parent / "checkpoints").is_dir():
+            # config.json is written last: its absence means the save was cut short
+            raise UserError(f"{path} has no config.json: the model's save was cut short (killed during the "
+                            f"final save?); finish it with `vlkit pretrain CONFIG --resume` (out_dir "
+                            f"{Path(path).parent}), which saves the model again from the last checkpoint")
         raise missing_file(file, "DualEncoder config", "give a directory written by DualEncoder.save")
     try:
         meta = json.loads(file.read_text())

@@ -83,16 +83,37 @@ def clean_config(d: dict) -> dict:
     return {k: clean_config(v) if isinstance(v, dict) else v for k, v in d.items() if k not in drop}
 
 
+def refused_pickle(e: BaseException, path, what: str) -> UserError | None:
+    """The one line for a weights file that torch's ``weights_only`` loader refused (a pickle
+    holding more than tensors: code would run to read it), or None for any other error."""
+    import pickle
+
+    text = str(e)
+    if not (isinstance(e, pickle.UnpicklingError) or "weights_only" in text or "Weights only load failed" in text):
+        return None
+    return UserError(f"{what} {path}: its weights are a pickle that holds more than tensors, and vlkit never unpickles code "
+                     "(torch weights_only refused it); convert it to .safetensors from a copy you trust, "
+                     "or use a model that ships safetensors")
+
+
 def from_pretrained(cls, path: Path, **kwargs):
     """``cls.from_pretrained`` from a local dir in float32 with SDPA attention (vlkit's one setting,
-    so a model rebuilt from its config computes exactly what the loaded one did)."""
+    so a model rebuilt from its config computes exactly what the loaded one did). A pickled
+    ``pytorch_model.bin`` that holds more than tensors is refused in one line (never unpickled)."""
     import torch
 
     with quiet():
         try:
-            return cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32, attn_implementation="sdpa", **kwargs)
-        except ValueError:  # an architecture without SDPA support
-            return cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32, **kwargs)
+            try:
+                return cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32,
+                                           attn_implementation="sdpa", **kwargs)
+            except ValueError:  # an architecture without SDPA support
+                return cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32, **kwargs)
+        except Exception as e:
+            refused = refused_pickle(e, path, "Hugging Face model")
+            if refused is None:
+                raise
+            raise refused from None
 
 
 def from_config(cls, config):

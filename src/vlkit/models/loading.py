@@ -86,9 +86,12 @@ def resolve(spec) -> dict | Path:
     if spec.startswith("openclip:"):
         from .openclip_towers import openclip_config
 
-        arch, _, tag = spec[len("openclip:"):].partition("@")
+        arch, at, tag = spec[len("openclip:"):].partition("@")
         if not arch:
             raise UserError("openclip: needs an architecture name, e.g. openclip:ViT-B-32@laion2b_s34b_b79k")
+        if at and not tag.strip():  # "ViT-B-32@" would build a random model where weights were asked for
+            raise UserError(f"{spec!r} has an empty tag after '@'; name a pretrained tag or a checkpoint file "
+                            f"(openclip:{arch}@laion2b_s34b_b79k), or drop the '@' for a randomly initialised model")
         return _with_source(openclip_config(arch, tag or None), spec)
     if spec.startswith("hf:"):
         from .hf_towers import hf_config

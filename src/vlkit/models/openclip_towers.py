@@ -424,6 +424,11 @@ def build_openclip(config: dict, weights: bool = True, assets: Path | None = Non
         try:
             load_checkpoint(model, path, strict=True, weights_only=True)
         except Exception as e:
+            from .hf_common import refused_pickle
+
+            refused = refused_pickle(e, path, "open_clip checkpoint")
+            if refused is not None:
+                raise refused from None
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"checkpoint {path} does not fit open_clip architecture {cfg.arch} ({first[:300]}); "
                             "check the architecture name or the file") from None

@@ -327,7 +327,15 @@ class TimmTower(VisionTower):
         else:
             kwargs["pretrained"] = False
         self.cfg = cfg
-        self.model = timm.create_model(cfg.name, **kwargs)
+        try:
+            self.model = timm.create_model(cfg.name, **kwargs)
+        except Exception as e:  # a pickled weights file torch's weights_only loader refused: one line
+            from .hf_common import refused_pickle
+
+            refused = refused_pickle(e, cfg.pretrained_file, "timm weights file") if kwargs.get("pretrained") else None
+            if refused is None:
+                raise
+            raise refused from None
         self.width = self.output_dim = int(self.model.num_features)
         stack = getattr(self.model, "blocks", None) or getattr(self.model, "stages", None)
         self.n_layers = len(stack) if stack is not None else 0  # 0: not known

@@ -8,6 +8,7 @@ engine's), ``model/`` (``DualEncoder.save``), and the evaluation's ``metrics.jso
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from .. import data as datalib
 from .. import models
 from ..data.collate import Collate
 from ..engine import DatasetBatches, fit
+from ..engine.lock import run_dir_lock
+from ..engine.loop import check_config as check_engine_config, check_out_dir
 from ..errors import UserError
 from ..objectives import MomentumEncoder, build as build_objective
 from .config import PretrainConfig
@@ -118,10 +121,42 @@ def _bank_texts(cfg: PretrainConfig, ds, text_cache) -> list[str]:
     return [c for i in range(len(ds)) for c in (ds.captions_at(i)[:1] if first else ds.captions_at(i))]
 
 
+def check_config(cfg: PretrainConfig) -> None:
+    """Every value of a recipe that can be checked without building anything (one line each)."""
+    check_engine_config(cfg.engine)
+    budget = cfg.time_budget_s
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise UserError(f"time_budget_s must be a positive number of seconds (or null: no budget), "
+                        f"got {budget!r}")
+    if cfg.data.max_samples is not None and cfg.data.max_samples < 1:
+        raise UserError(f"data.max_samples must be >= 1 (or null: every sample), got {cfg.data.max_samples}")
+    lo, hi = cfg.data.scale
+    if not (0 < lo <= hi <= 1):
+        raise UserError(f"data.scale must be two numbers with 0 < low <= high <= 1, got {list(cfg.data.scale)}")
+    if not str(cfg.out_dir).strip():
+        raise UserError("out_dir is empty; set out_dir to the run directory")
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 alone writes
+
+
 def run(cfg: PretrainConfig, resume: bool | str = False) -> PretrainResult:
-    """Train ``cfg``'s model on its data with its objectives; returns where everything went."""
-    _seed_everything(cfg.engine.seed)
+    """Train ``cfg``'s model on its data with its objectives; returns where everything went.
+
+    Order matters for a refused run: the config is checked, the run directory locked and
+    checked ("already holds a run", "nothing to resume") before anything is built or written,
+    so a refused run leaves a finished run's files (``config.yaml`` included) as they were.
+    """
+    check_config(cfg)
     out_dir = Path(cfg.out_dir)
+    with run_dir_lock(out_dir, enabled=_is_main()):
+        check_out_dir(out_dir, resume)
+        return _run(cfg, out_dir, resume)
+
+
+def _run(cfg: PretrainConfig, out_dir: Path, resume: bool | str) -> PretrainResult:
+    _seed_everything(cfg.engine.seed)
     objective = build_objective(cfg.objectives)
     model = build_model(cfg, objective)
     ds = _dataset(cfg)
@@ -149,7 +184,8 @@ def run(cfg: PretrainConfig, resume: bool | str = False) -> PretrainResult:
                              num_workers=cfg.engine.num_workers)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfglib.save(cfg, out_dir / "config.yaml")
+    if _is_main():
+        cfglib.save(cfg, out_dir / "config.yaml")
     bank = _bank_texts(cfg, ds, text_cache) if "text_bank" in objective.requires else None
     task = ContrastiveTask(ContrastiveModule(model, objective, momentum), text_cache, image_cache, bank)
     hooks = [TimeBudget(cfg.time_budget_s)] if cfg.time_budget_s else []
@@ -161,7 +197,7 @@ def run(cfg: PretrainConfig, resume: bool | str = False) -> PretrainResult:
     model.eval()
     model_dir = out_dir / "model"
     metrics: dict[str, Any] = {}
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 alone saves and evaluates
+    if not _is_main():  # torchrun: rank 0 alone saves and evaluates
         return PretrainResult(out_dir, model_dir, result, metrics, {"text": cache_text, "image": cache_image})
     model.save(model_dir)
     if cfg.eval.data:

@@ -14,7 +14,6 @@ opens anywhere and can be mailed. OpenMoji images carry their CC BY-SA 4.0 credi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,10 @@ def write(out_dir: str | Path, *, dataset: Any = None, title: str | None = None)
     examples are then listed without images, with the reason). ``title``: the page heading
     (default: "MODEL on DATA").
     """
+    from ..engine.checkpoint import atomic_write, clean_temp_files
+
     run = read_run(out_dir)
+    clean_temp_files(run.out_dir)  # a report write killed earlier left its temporary file
     images = SplitImages(dataset, run.data)
     sections: list[Section] = []
     if run.history:
@@ -47,11 +49,8 @@ def write(out_dir: str | Path, *, dataset: Any = None, title: str | None = None)
             suite_sections, leftovers[suite] = render_suite(suite, artifacts, run, images)
             sections += suite_sections
     page = render_page(run, sections, leftovers, title)
-    path = run.out_dir / REPORT_FILE
-    tmp = path.with_name(f".{REPORT_FILE}.tmp-{os.getpid()}")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)  # a reader never sees half a page
-    return path
+    # a reader never sees half a page; a full disk is one line and keeps the previous page
+    return atomic_write(run.out_dir / REPORT_FILE, lambda f: f.write(page.encode("utf-8")), what="report")
 
 
 def training_section(history: list[dict]) -> Section | None:
