@@ -484,3 +484,29 @@ def test_data_export_cli_prints_what_it_wrote_and_overwrites_only_when_asked(tmp
     again = capsys.readouterr().out
     n = len(list(out.rglob("*.png")))
     assert first == again == f"wrote {n} samples as imagefolder to {out}\n"
+
+
+def test_eval_and_adapt_into_a_locked_folder_are_refused_before_they_write(tmp_path):
+    """`vlkit eval --out` and `vlkit adapt --out` take the same lock as pretrain: a second run into
+    a folder in use is refused in one line, and neither the metrics nor adapt_config.yaml appear."""
+    from vlkit import adapt, evaluate
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from vlkit.engine.lock import acquire; acquire(sys.argv[1]); "
+                               "print('locked', flush=True); time.sleep(120)", str(out)],
+                              env=_env(), stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        with pytest.raises(UserError, match=rf"in use by another vlkit run \(PID {holder.pid}\)"):
+            evaluate.run("preset:tiny-clip", "digits", ["zeroshot"], out_dir=out)
+        with pytest.raises(UserError, match=rf"in use by another vlkit run \(PID {holder.pid}\)"):
+            adapt.run("zeroshot", "digits", "preset:tiny-clip", out=str(out), shots=[1], seeds=[1])
+        assert sorted(p.name for p in out.iterdir()) == [lock.LOCK_FILE]
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.warns(UserWarning, match=f"took over the lock of {out} from PID {holder.pid}"):
+        evaluate.run("preset:tiny-clip", "digits", ["zeroshot"], out_dir=out)  # free again: it runs and writes
+    assert {"metrics.json", "artifacts.json", "metrics.md"} <= {p.name for p in out.iterdir()}
+    assert not (out / lock.LOCK_FILE).exists()

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import torch
 
 from .. import config as vconfig
+from ..engine.lock import run_dir_lock
 from ..errors import UserError
 from .base import build_config, get_method, help_field, method_names
 from .features import FeatureStore
@@ -176,17 +177,18 @@ def run(method: str | Sequence[str] | None = None, data: str | None = None, mode
     if store is None or store.model is not dual:
         store = FeatureStore(dual, device, cfg.feature_batch_size, cfg.aug_scale or (0.9, 1.0), cfg.aug_seed)
     out = Path(cfg.out)
-    _claim(out, cfg)
-    vconfig.save(cfg, out / "adapt_config.yaml")
     methods = [(name, build_config(name, cfg.options.get(name, {}))) for name in cfg.method]
-    ctx = RunContext(dual, store, cfg, methods, cfg.data, out)
-    table = get_protocol(cfg.protocol)(ctx)
-    table["notes"] = ctx.notes + _notes(cfg)
-    table["settings"] = settings(methods, table["records"])
-    header = {"data": cfg.data, "model": cfg.model, "model fingerprint": dual.fingerprint(),
-              "shots": ",".join(map(str, cfg.shots)), "seeds": ",".join(map(str, cfg.seeds)),
-              "budget": cfg.budget, "views": cfg.views}
-    paths = results.write(out, cfg.protocol, table, header)
+    with run_dir_lock(out):  # one run per --out: a second is refused naming the PID, before it writes
+        _claim(out, cfg)
+        vconfig.save(cfg, out / "adapt_config.yaml")
+        ctx = RunContext(dual, store, cfg, methods, cfg.data, out)
+        table = get_protocol(cfg.protocol)(ctx)
+        table["notes"] = ctx.notes + _notes(cfg)
+        table["settings"] = settings(methods, table["records"])
+        header = {"data": cfg.data, "model": cfg.model, "model fingerprint": dual.fingerprint(),
+                  "shots": ",".join(map(str, cfg.shots)), "seeds": ",".join(map(str, cfg.seeds)),
+                  "budget": cfg.budget, "views": cfg.views}
+        paths = results.write(out, cfg.protocol, table, header)
     return {"protocol": cfg.protocol, **table, "paths": paths, "config": cfg,
             "features_encoded": store.encoded}
 

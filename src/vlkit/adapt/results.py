@@ -63,9 +63,11 @@ def _jsonable(value: Any) -> Any:
 
 def write(out_dir: Path, protocol: str, table: dict, header: dict) -> dict[str, Path]:
     """Write ``results-<protocol>.md`` and ``.json``; return their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from ..engine.checkpoint import atomic_write
+
     md = out_dir / f"results-{protocol}.md"
     js = out_dir / f"results-{protocol}.json"
-    md.write_text(markdown(protocol, table, header))
-    js.write_text(json.dumps(_jsonable({"protocol": protocol, **header, **table}), indent=2))
+    for path, text in ((md, markdown(protocol, table, header)),
+                       (js, json.dumps(_jsonable({"protocol": protocol, **header, **table}), indent=2))):
+        atomic_write(path, lambda f, text=text: f.write(text.encode("utf-8")), what=path.name)  # whole or not at all
     return {"markdown": md, "json": js}

@@ -33,6 +33,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from .. import config as _config
+from ..engine.lock import run_dir_lock
 from ..errors import UserError
 from .base import EVALUATORS, Evaluator
 from .context import EvalContext
@@ -67,6 +68,15 @@ def run(
     config, when a trainer calls this) are kept in metrics.json as ``history`` / ``run_config``.
     """
     evaluators = build_evaluators(suites, options, default_split=split)
+    # one evaluation per --out: a second one into the same folder is refused (naming the PID)
+    # before any work, so the folder's three files always come from one run
+    with run_dir_lock(out_dir or ".", enabled=out_dir is not None):
+        return _run(evaluators, model, data, out_dir, seed, batch_size=batch_size, device=device, cache=cache,
+                    data_options=data_options, history=history, config=config)
+
+
+def _run(evaluators, model, data, out_dir, seed, *, batch_size, device, cache, data_options, history,
+         config) -> dict:
     model_name = None
     if isinstance(model, (str, Path)):
         from .. import models
@@ -137,11 +147,14 @@ def versions() -> dict[str, str | None]:
 
 def write_results(results: dict, artifacts: dict, out_dir: str | Path) -> Path:
     """metrics.json, artifacts.json and metrics.md in ``out_dir`` (created)."""
+    from ..engine.checkpoint import atomic_write
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(jsonable(results), indent=2, allow_nan=False) + "\n")
-    (out / "artifacts.json").write_text(json.dumps(jsonable(artifacts), indent=1, allow_nan=False) + "\n")
-    (out / "metrics.md").write_text(markdown(results))
+    texts = {"metrics.json": json.dumps(jsonable(results), indent=2, allow_nan=False) + "\n",
+             "artifacts.json": json.dumps(jsonable(artifacts), indent=1, allow_nan=False) + "\n",
+             "metrics.md": markdown(results)}
+    for name, text in texts.items():  # each whole or not at all; a full disk is one line
+        atomic_write(out / name, lambda f, text=text: f.write(text.encode("utf-8")), what=name)
     return out
 
 
