@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,21 @@ TINY = ["model=preset:tiny-clip", "data.name=shapes", "data.max_samples=16", "da
 def _env() -> dict:
     path = os.environ.get("PYTHONPATH", "")
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=SRC + (os.pathsep + path if path else ""))
+
+
+@contextmanager
+def _lock_holder(out_dir: Path):
+    """Another live process holding ``out_dir``'s run lock for the block, then killed."""
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from vlkit.engine.lock import acquire; acquire(sys.argv[1]); "
+                               "print('locked', flush=True); time.sleep(120)", str(out_dir)],
+                              env=_env(), stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def _vlkit(*args: str) -> list[str]:
@@ -92,18 +108,10 @@ def test_the_lock_is_reentrant_in_one_process_and_released_by_the_outermost(tmp_
 
 
 def test_a_lock_held_by_another_live_process_is_refused_in_one_line(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from vlkit.engine.lock import acquire; acquire(sys.argv[1]); "
-                               "print('locked', flush=True); time.sleep(120)", str(tmp_path)],
-                              env=_env(), stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout.readline().strip() == b"locked"
+    with _lock_holder(tmp_path) as holder:
         with pytest.raises(UserError, match=rf"in use by another vlkit run \(PID {holder.pid}\)") as e:
             lock.acquire(tmp_path)
         assert "\n" not in str(e.value)
-    finally:
-        holder.kill()
-        holder.wait()
     lock.acquire(tmp_path)  # the holder is dead: the kernel dropped its lock
     lock.release(tmp_path)
 
@@ -492,20 +500,12 @@ def test_eval_and_adapt_into_a_locked_folder_are_refused_before_they_write(tmp_p
     from vlkit import adapt, evaluate
 
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from vlkit.engine.lock import acquire; acquire(sys.argv[1]); "
-                               "print('locked', flush=True); time.sleep(120)", str(out)],
-                              env=_env(), stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout.readline().strip() == b"locked"
+    with _lock_holder(out) as holder:
         with pytest.raises(UserError, match=rf"in use by another vlkit run \(PID {holder.pid}\)"):
             evaluate.run("preset:tiny-clip", "digits", ["zeroshot"], out_dir=out)
         with pytest.raises(UserError, match=rf"in use by another vlkit run \(PID {holder.pid}\)"):
             adapt.run("zeroshot", "digits", "preset:tiny-clip", out=str(out), shots=[1], seeds=[1])
         assert sorted(p.name for p in out.iterdir()) == [lock.LOCK_FILE]
-    finally:
-        holder.kill()
-        holder.wait()
     with pytest.warns(UserWarning, match=f"took over the lock of {out} from PID {holder.pid}"):
         evaluate.run("preset:tiny-clip", "digits", ["zeroshot"], out_dir=out)  # free again: it runs and writes
     assert {"metrics.json", "artifacts.json", "metrics.md"} <= {p.name for p in out.iterdir()}
