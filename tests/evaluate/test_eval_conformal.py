@@ -7,7 +7,7 @@ import torch
 from vlkit.errors import UserError
 from vlkit.evaluate import EVALUATORS, EvalContext
 from vlkit.evaluate.base import split_indices
-from vlkit.evaluate.conformal import APS, LAC, RAPS, conformal_quantile
+from vlkit.evaluate.conformal import APS, LAC, RAPS, conformal_quantile, prediction_sets
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +56,34 @@ def test_scores_by_hand():
     torch.testing.assert_close(randomized, torch.tensor([[0.0, 0.8, 0.5]], dtype=torch.float64))
 
 
-def test_quantile_is_the_higher_finite_sample_level():
-    scores = torch.arange(1, 11, dtype=torch.float64) / 10  # 0.1 .. 1.0
-    level = math.ceil(11 * 0.8) / 10
-    assert conformal_quantile(scores, 0.2) == np.quantile(scores.numpy(), level, method="higher")
-    assert conformal_quantile(scores, 0.05) == math.inf  # ceil(11 * 0.95) / 10 > 1
+def test_quantile_is_the_k_th_smallest_score_by_hand():
+    # n = 9 scores in shuffled order; alpha = 0.2 -> k = ceil(10 * 0.8) = 8 -> 8th smallest = 0.8
+    scores = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.8, 0.2, 0.7, 0.4, 0.6], dtype=torch.float64)
+    assert conformal_quantile(scores, 0.2) == 0.8
+    assert conformal_quantile(scores, 0.3) == 0.7  # k = ceil(10 * 0.7) = 7, though 10 * (1 - 0.3) > 7 in floats
+    assert conformal_quantile(scores, 0.5) == 0.5  # k = ceil(10 * 0.5) = 5
+    assert conformal_quantile(scores, 0.15) == 0.9  # k = ceil(8.5) = 9 = n: the largest score
+    assert conformal_quantile(scores, 0.05) == math.inf  # k = ceil(9.5) = 10 > n: every class in the set
+    assert conformal_quantile(scores, 0.1) == 0.9  # k = ceil(9.0) = 9, exactly n
 
+
+@pytest.mark.parametrize("alpha", [0.01, 0.05, 0.1, 0.2, 0.3, 0.37, 0.5, 0.9])
+def test_quantile_matches_numpy_inverted_cdf(alpha):
+    scores = torch.rand(50, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    k = math.ceil(round(51 * (1 - alpha), 9))
+    expected = np.quantile(scores.numpy(), k / 50, method="inverted_cdf") if k <= 50 else math.inf
+    assert conformal_quantile(scores, alpha) == expected
+
+
+def test_prediction_sets_use_the_k_th_smallest_calibration_score():
+    """LAC by hand: 9 calibration examples whose true-class score 1 - p_y is 0.1 .. 0.9."""
+    p_true = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1], dtype=torch.float64)
+    cal = torch.stack([p_true, 1 - p_true], dim=1)  # (9, 2), true class 0
+    test = torch.tensor([[0.25, 0.75], [0.15, 0.85], [0.5, 0.5]], dtype=torch.float64)
+    lac = LAC()
+    sets, q_hat = prediction_sets(lac.scores(cal, None), torch.zeros(9, dtype=torch.long), lac.scores(test, None), 0.2)
+    assert q_hat == pytest.approx(0.8)  # 8th smallest of 0.1 .. 0.9: classes with p >= 0.2 are in
+    assert sets.tolist() == [[True, True], [False, True], [True, True]]
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0, -0.1, 1.5])
 def test_alpha_outside_unit_interval_is_a_user_error(alpha):
