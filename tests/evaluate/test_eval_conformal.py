@@ -7,7 +7,7 @@ import torch
 from vlkit.errors import UserError
 from vlkit.evaluate import EVALUATORS, EvalContext
 from vlkit.evaluate.base import split_indices
-from vlkit.evaluate.conformal import APS, LAC, RAPS, conformal_quantile, prediction_sets
+from vlkit.evaluate.conformal import APS, LAC, RAPS, conformal_quantile, prediction_sets, set_metrics
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +102,58 @@ def test_calibration_and_test_parts_are_disjoint_and_cover_everything():
 def test_unknown_score_is_a_user_error():
     with pytest.raises(UserError, match="unknown conformal score"):
         run(torch.randn(20, 3), torch.randint(0, 3, (20,)), scores=["thr"])
+
+
+# Four calibration examples (true classes 2, 0, 1, 2) and three test examples, all by hand.
+# n = 4, alpha = 0.4 -> k = ceil(5 * 0.6) = 3: q_hat is the 3rd smallest calibration score.
+CAL_PROBS = torch.tensor(
+    [[0.30, 0.26, 0.24, 0.20], [0.70, 0.10, 0.15, 0.05], [0.12, 0.60, 0.20, 0.08], [0.05, 0.10, 0.25, 0.60]],
+    dtype=torch.float64,
+)
+CAL_LABELS = torch.tensor([2, 0, 1, 2])  # ranks 3, 1, 1, 2; cumulative mass 0.80, 0.70, 0.60, 0.85
+TEST_PROBS = torch.tensor(
+    [[0.12, 0.50, 0.05, 0.33], [0.20, 0.34, 0.18, 0.28], [0.02, 0.03, 0.90, 0.05]], dtype=torch.float64
+)  # rank order: classes 1, 3, 0, 2 (a 4-cycle, so a wrong permutation changes scores); 1, 3, 0, 2; 2, 3, 1, 0
+
+
+@pytest.mark.parametrize(
+    "score, q_hat, sets",
+    [
+        # cal scores 0.80, 0.70, 0.60, 0.85 -> q 0.80; test cum mass (0.50, 0.83, ..), (0.34, 0.62, ..), (0.90, ..)
+        (APS(randomized=False), 0.80, [[1], [1, 3], []]),
+        # u = 0.5 subtracts half of p_y: cal 0.68, 0.35, 0.30, 0.725 -> q 0.68;
+        # test 1: 0.25, 0.665, 0.89 (class 0), 0.975; test 2: 0.17, 0.48, 0.72; test 3: 0.45, 0.925
+        (APS(randomized=True), 0.68, [[1, 3], [1, 3], [2]]),
+        # penalty 0.1 * max(rank - 1, 0) = 0, 0.1, 0.2, 0.3: cal 1.00, 0.70, 0.60, 0.95 -> q 0.95;
+        # test 1: 0.50, 0.93, 1.15; test 2: 0.34, 0.72, 1.02; test 3: 0.90, 1.05
+        (RAPS(randomized=False, lam=0.1, k_reg=1), 0.95, [[1, 3], [1, 3], [2]]),
+        # penalty 0.1 * max(rank - 2, 0) = 0, 0, 0.1, 0.2: cal 0.90, 0.70, 0.60, 0.85 -> q 0.85;
+        # test 1: 0.50, 0.83, 1.05; test 2: 0.34, 0.62, 0.92; test 3: 0.90
+        (RAPS(randomized=False, lam=0.1, k_reg=2), 0.85, [[1, 3], [1, 3], []]),
+        # randomized APS scores plus the k_reg = 1 penalty: cal 0.88, 0.35, 0.30, 0.825 -> q 0.825;
+        # test 1: 0.25, 0.765, 1.09; test 2: 0.17, 0.58, 0.92; test 3: 0.45, 1.025
+        (RAPS(randomized=True, lam=0.1, k_reg=1), 0.825, [[1, 3], [1, 3], [2]]),
+    ],
+    ids=["aps", "aps-randomized", "raps-k1", "raps-k2", "raps-randomized"],
+)
+def test_prediction_sets_by_hand(score, q_hat, sets):
+    u_cal, u_test = torch.full((4,), 0.5, dtype=torch.float64), torch.full((3,), 0.5, dtype=torch.float64)
+    got, got_q = prediction_sets(score.scores(CAL_PROBS, u_cal), CAL_LABELS, score.scores(TEST_PROBS, u_test), 0.4)
+    assert got_q == pytest.approx(q_hat)
+    assert [torch.nonzero(row).squeeze(1).tolist() for row in got] == [sorted(s) for s in sets]
+    sizes = [len(s) for s in sets]
+    labels = torch.tensor([3, 0, 2])
+    metrics = set_metrics(got, labels)
+    assert metrics["set_size"] == pytest.approx(sum(sizes) / 3)
+    covered = [float(int(label) in s) for label, s in zip(labels, sets)]
+    assert metrics["coverage"] == pytest.approx(sum(covered) / 3)
+    assert metrics["class_coverage_min"] == min(covered)  # one test example per class
+
+
+def test_scores_map_back_through_a_four_cycle():
+    """p = (0.12, 0.50, 0.05, 0.33): rank order 1, 3, 0, 2; cumulative 0.50, 0.83, 0.95, 1.00."""
+    probs, u = TEST_PROBS[:1], torch.tensor([0.5], dtype=torch.float64)
+    aps = APS(randomized=False).scores(probs, u)
+    torch.testing.assert_close(aps, torch.tensor([[0.95, 0.50, 1.00, 0.83]], dtype=torch.float64))
+    raps = RAPS(randomized=True, lam=0.2, k_reg=2).scores(probs, u)  # minus 0.5 p_y, plus 0.2 * max(rank - 2, 0)
+    torch.testing.assert_close(raps, torch.tensor([[0.89 + 0.2, 0.25, 0.975 + 0.4, 0.665]], dtype=torch.float64))
