@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from vlkit.errors import UserError
 from vlkit.evaluate import EVALUATORS, EvalContext
 from vlkit.evaluate.calibration import brier_score, expected_calibration_error, fit_temperature, reliability_bins
 
@@ -15,6 +16,49 @@ def test_ece_by_hand():
     bins = reliability_bins(probs, labels)
     assert len(bins) == 15 and sum(b["count"] for b in bins) == 5
     assert bins[13]["count"] == 2 and bins[13]["accuracy"] == 0.5
+
+
+def test_ece_bins_are_lo_exclusive_hi_inclusive_at_edges_and_one():
+    """5 bins; confidences 1.0 and 0.8, 0.6, 0.4 sit exactly on edges and close the bin below them."""
+    probs = torch.tensor(
+        [
+            [1.0, 0.0, 0.0],  # conf 1.0, right -> (0.8, 1.0]
+            [0.2, 0.6, 0.2],  # conf 0.6, wrong -> (0.4, 0.6]
+            [0.8, 0.1, 0.1],  # conf 0.8, right -> (0.6, 0.8]
+            [0.4, 0.35, 0.25],  # conf 0.4, wrong -> (0.2, 0.4]
+            [0.1, 0.5, 0.4],  # conf 0.5, right -> (0.4, 0.6]
+            [0.3, 0.3, 0.4],  # conf 0.4, right -> (0.2, 0.4]
+        ],
+        dtype=torch.float64,
+    )
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    bins = reliability_bins(probs, labels, n_bins=5)
+    assert [b["count"] for b in bins] == [0, 2, 2, 1, 1]
+    assert [(b["lo"], b["hi"]) for b in bins][1] == (0.2, 0.4)
+    assert [b["accuracy"] for b in bins] == [None, 0.5, 0.5, 1.0, 1.0]
+    # (0.2, 0.4]: |0.5 - 0.4|; (0.4, 0.6]: |0.5 - 0.55|; (0.6, 0.8]: |1 - 0.8|; (0.8, 1]: |1 - 1|
+    expected = 2 / 6 * 0.1 + 2 / 6 * 0.05 + 1 / 6 * 0.2 + 1 / 6 * 0.0
+    assert expected_calibration_error(probs, labels, n_bins=5) == pytest.approx(expected)
+
+
+def test_ece_edge_where_linspace_rounds_down():
+    """linspace(0, 1, 12)[9] is one ulp below 9 / 11; a confidence of 9 / 11 still closes (8/11, 9/11]."""
+    conf = 9 / 11
+    probs = torch.tensor([[conf, 1 - conf], [0.3, 0.7]], dtype=torch.float64)
+    labels = torch.tensor([0, 0])  # right at 9/11, wrong at 0.7 (bin (7/11, 8/11])
+    bins = reliability_bins(probs, labels, n_bins=11)
+    assert [i for i, b in enumerate(bins) if b["count"]] == [7, 8]
+    assert expected_calibration_error(probs, labels, n_bins=11) == pytest.approx((1 - conf + 0.7) / 2)
+
+
+@pytest.mark.parametrize("n_bins", [0, -3])
+def test_non_positive_n_bins_is_a_user_error(n_bins):
+    probs = torch.tensor([[0.9, 0.1]], dtype=torch.float64)
+    with pytest.raises(UserError, match=r"calibration\.n_bins=.* must be a positive integer; use e\.g\. calibration\.n_bins=15"):
+        expected_calibration_error(probs, torch.tensor([0]), n_bins=n_bins)
+    ctx = EvalContext.from_arrays(logits=torch.randn(8, 3), labels=torch.randint(0, 3, (8,)))
+    with pytest.raises(UserError, match=r"calibration\.n_bins"):
+        EVALUATORS.get("calibration").from_options({"n_bins": n_bins})(ctx)
 
 
 def test_brier_by_hand():
