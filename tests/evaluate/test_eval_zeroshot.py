@@ -1,11 +1,13 @@
 import math
+from contextlib import nullcontext
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vlkit.errors import UserError
 from vlkit.evaluate import EVALUATORS, EvalContext
-from vlkit.evaluate.base import classification_metrics
+from vlkit.evaluate.base import classification_chance, classification_metrics, mean_per_class_recall, topk_accuracy
 from vlkit.evaluate.zeroshot import zeroshot_classifier
 
 
@@ -37,6 +39,64 @@ def test_mean_per_class_recall_is_balanced_accuracy():
     m = classification_metrics(logits, labels)
     assert m["acc1"] == pytest.approx(0.75)
     assert m["mean_per_class_recall"] == pytest.approx(0.5)
+
+
+def test_mean_per_class_recall_with_absent_classes_by_hand():
+    """5 classes; 2 and 4 never occur in the labels but are predicted: they are left out of the
+    mean (CLIP_benchmark calls sklearn's balanced_accuracy_score, which drops them)."""
+    labels = torch.tensor([0, 0, 1, 1, 1, 3])
+    pred = torch.tensor([0, 2, 1, 1, 0, 4])
+    expected = (1 / 2 + 2 / 3 + 0 / 1) / 3  # recall of classes 0, 1, 3
+    assert mean_per_class_recall(pred, labels, 5) == pytest.approx(expected)
+    logits = F.one_hot(pred, 5).float()
+    m = classification_metrics(logits, labels)
+    assert m["mean_per_class_recall"] == pytest.approx(expected)
+    assert m["acc1"] == pytest.approx(3 / 6)
+
+
+def test_mean_per_class_recall_matches_sklearn_balanced_accuracy():
+    metrics = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        n_classes = 3 + trial % 5
+        labels = torch.randint(0, n_classes - 1, (30,), generator=g)  # the last class is always absent
+        pred = torch.randint(0, n_classes, (30,), generator=g)
+        with pytest.warns(UserWarning) if (pred == n_classes - 1).any() else nullcontext():
+            expected = metrics.balanced_accuracy_score(labels.numpy(), pred.numpy())
+        assert mean_per_class_recall(pred, labels, n_classes) == pytest.approx(expected)
+
+
+def test_topk_accuracy_by_hand():
+    logits = torch.tensor(
+        [[0.1, 0.9, 0.0, 0.3, 0.2, 0.5, 0.4],  # label 1: rank 1
+         [0.9, 0.1, 0.8, 0.7, 0.6, 0.5, 0.4],  # label 1: rank 7 -> miss at 5
+         [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]],  # label 2: rank 5 -> hit at 5, miss at 1
+    )
+    labels = torch.tensor([1, 1, 2])
+    assert topk_accuracy(logits, labels, 1) == pytest.approx(1 / 3)
+    assert topk_accuracy(logits, labels, 5) == pytest.approx(2 / 3)
+    assert topk_accuracy(logits, labels, 4) == pytest.approx(1 / 3)
+    assert math.isnan(topk_accuracy(logits, labels, 8))  # k > n_classes
+    assert topk_accuracy(logits, labels, 7) == 1.0
+
+
+def test_acc1_acc5_match_clip_benchmark_recipe_with_ties():
+    """CLIP_benchmark's accuracy(): the top max(k) indices of topk(sorted=True), hit if the label is
+    among the first k. (Its function itself fails under numpy 2, so the recipe is restated here.)"""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randint(0, 3, (200, 8), generator=g).float()  # integer logits: many ties
+    labels = torch.randint(0, 8, (200,), generator=g)
+    top = logits.topk(5, 1, True, True).indices  # (N, 5)
+    hits = top == labels[:, None]
+    m = classification_metrics(logits, labels)
+    assert m["acc1"] == hits[:, :1].any(1).float().mean().item()
+    assert m["acc5"] == hits.any(1).float().mean().item()
+
+
+def test_chance_levels():
+    assert classification_chance(4)["acc1"] == 0.25 and math.isnan(classification_chance(4)["acc5"])
+    assert classification_chance(10) == {"acc1": 0.1, "acc5": 0.5, "mean_per_class_recall": 0.1}
+    assert classification_chance(5)["acc5"] == 1.0
 
 
 def test_zeroshot_end_to_end_and_per_class_artifact(lookup_encoder):
