@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from vlkit.evaluate import EVALUATORS, EvalContext
-from vlkit.evaluate.linear_probe import WD_GRID, fit_logistic_regression, predict
+import vlkit.evaluate.linear_probe as lp
+from vlkit.evaluate.linear_probe import WD_GRID, find_peak, fit_logistic_regression, predict, search_grid
 
 
 def cloud(angle_deg: float, n: int, seed: int) -> torch.Tensor:
@@ -44,10 +45,85 @@ def test_weight_decay_is_chosen_on_validation_not_test(skewed):
     assert result.artifacts["validation"] == "val"
 
 
-def test_search_refines_around_the_coarse_best(skewed):
-    ctx = EvalContext.from_arrays(**skewed)
-    search = EVALUATORS.get("linear_probe")()(ctx).artifacts["search"]
-    assert 9 < len(search) < 25  # 13 coarse points plus a few refinements, not the whole grid
+def recording(acc):
+    """A fake validation accuracy over grid indices that records every index it is asked for."""
+    calls = []
+
+    def val_acc(i):
+        calls.append(i)
+        return acc(i)
+
+    return val_acc, calls
+
+
+COARSE = [0, 16, 32, 48, 64, 80, 96]  # logspace(-6, 2, 7) inside logspace(-6, 2, 97)
+
+
+def test_search_grid_by_hand_on_a_single_peak():
+    val_acc, calls = recording(lambda i: 1 - abs(i - 37) / 200)
+    assert search_grid(val_acc) == 37
+    # coarse best 32; span 8: 40; span 4: 36; span 2: 36 (38 ties it, and ties keep the first); span 1: 37
+    assert calls == COARSE + [24, 32, 40] + [36, 40, 44] + [34, 36, 38] + [35, 36, 37]
+
+
+def test_search_grid_ties_go_to_the_first_candidate_tried():
+    """CLIP_benchmark's find_peak keeps the first strictly better candidate: a tie on the left of
+    the peak moves the peak left (48 -> 40 here), and a flat curve stays at index 0."""
+    assert search_grid(recording(lambda i: 1.0 if i in (40, 48) else 0.5)[0]) == 40
+    assert search_grid(recording(lambda i: 0.5)[0]) == 0
+    assert search_grid(recording(lambda i: 0.0)[0]) == 0  # nothing beats accuracy 0
+
+
+def test_search_grid_clamps_at_the_end_of_the_grid():
+    val_acc, calls = recording(lambda i: i / 96)
+    assert search_grid(val_acc) == 96
+    assert calls == COARSE + [88, 96, 96] + [92, 96, 96] + [94, 96, 96] + [95, 96, 96]
+    val_acc, calls = recording(lambda i: 1 - i / 96)
+    assert search_grid(val_acc) == 0
+    assert calls[7:] == [0, 0, 8] + [0, 0, 4] + [0, 0, 2] + [0, 0, 1]
+
+
+def test_find_peak_starts_from_index_zero_at_accuracy_zero():
+    assert find_peak([5, 6, 7], {5: 0.0, 6: 0.0, 7: 0.0}.get) == 0
+    assert find_peak([5, 6, 7], {5: 0.2, 6: 0.7, 7: 0.7}.get) == 6
+
+
+def test_search_uses_validation_and_refits_the_choice_on_train_plus_val(skewed, monkeypatch):
+    """Fake fits: validation accuracy peaks at grid index 37; the final fit gets WD_GRID[37] and
+    the 100 training plus 40 validation samples."""
+    fits = []
+
+    def fake_fit(x, y, n_classes, weight_decay, max_iter=100):
+        fits.append((weight_decay, len(y)))
+        return weight_decay
+
+    def fake_predict(x, weight_decay):
+        i = min(range(len(WD_GRID)), key=lambda j: abs(WD_GRID[j] - weight_decay))
+        right = max(len(x) - abs(i - 37), 0)  # rows predicted right: one fewer per index away from 37
+        return torch.nn.functional.one_hot(torch.tensor([0] * right + [1] * (len(x) - right)), 2).float()
+
+    monkeypatch.setattr(lp, "fit_logistic_regression", fake_fit)
+    monkeypatch.setattr(lp, "predict", fake_predict)
+    skewed["labels"]["val"] = torch.zeros(40, dtype=torch.long)  # so "right" means predicted 0
+    result = EVALUATORS.get("linear_probe")()(EvalContext.from_arrays(**skewed))
+    assert result.artifacts["weight_decay"] == WD_GRID[37]
+    assert fits[-1] == (WD_GRID[37], 140)  # train + val
+    assert {n for _, n in fits[:-1]} == {100}  # the search fits on train only
+    assert len(result.artifacts["search"]) == len(fits) - 1 == 15  # each index fitted once
+    assert result.artifacts["n_train"] == 140
+
+
+def test_kshot_final_fit_uses_the_shots_only_not_val(skewed):
+    result = EVALUATORS.get("linear_probe").from_options({"shots": 4})(EvalContext.from_arrays(**skewed))
+    assert result.artifacts["validation"] == "val"
+    assert result.artifacts["n_train"] == 8  # 4 shots x 2 classes; val is not added (as CLIP_benchmark)
+
+
+def test_scored_val_split_is_neither_searched_nor_trained_on(skewed):
+    options = {"test_split": "val"}
+    result = EVALUATORS.get("linear_probe").from_options(options)(EvalContext.from_arrays(**skewed))
+    assert result.artifacts["validation"] == "0.2 of train"
+    assert result.artifacts["n_train"] == 100
 
 
 def test_no_val_split_holds_out_part_of_train_and_kshot(skewed):
