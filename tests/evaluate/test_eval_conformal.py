@@ -30,7 +30,6 @@ def test_coverage_holds_for_lac_aps_raps(known_model, alpha):
     for score in ("lac", "aps", "raps"):
         assert result[f"{score}_coverage"] >= 1 - alpha - 0.01, score
         assert result[f"{score}_coverage"] <= 1 - alpha + 0.02, score  # and not trivially everything
-        assert 0 <= result[f"{score}_class_coverage_min"] <= result[f"{score}_class_coverage_mean"] <= 1
 
 
 def test_set_size_decreases_with_alpha(known_model):
@@ -157,3 +156,13 @@ def test_scores_map_back_through_a_four_cycle():
     torch.testing.assert_close(aps, torch.tensor([[0.95, 0.50, 1.00, 0.83]], dtype=torch.float64))
     raps = RAPS(randomized=True, lam=0.2, k_reg=2).scores(probs, u)  # minus 0.5 p_y, plus 0.2 * max(rank - 2, 0)
     torch.testing.assert_close(raps, torch.tensor([[0.89 + 0.2, 0.25, 0.975 + 0.4, 0.665]], dtype=torch.float64))
+
+
+def test_set_metrics_by_hand_with_unequal_classes():
+    sets = torch.tensor([[1, 1, 0], [0, 1, 0], [1, 0, 1], [0, 0, 1], [1, 1, 1]], dtype=torch.bool)
+    labels = torch.tensor([0, 0, 2, 1, 1])  # covered: yes, no, yes, no, yes
+    m = set_metrics(sets, labels)
+    assert m["coverage"] == pytest.approx(3 / 5)
+    assert m["set_size"] == pytest.approx((2 + 1 + 2 + 1 + 3) / 5)
+    assert m["class_coverage_min"] == pytest.approx(0.5)  # classes 0 and 1: 1/2 each; class 2: 1/1
+    assert m["class_coverage_mean"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
