@@ -1,9 +1,18 @@
+import math
+
 import pytest
 import torch
 
 from vlkit.errors import UserError
 from vlkit.evaluate import EVALUATORS, EvalContext
-from vlkit.evaluate.calibration import brier_score, expected_calibration_error, fit_temperature, reliability_bins
+from vlkit.evaluate.base import split_indices
+from vlkit.evaluate.calibration import (
+    brier_score,
+    calibration_metrics,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
 
 
 def test_ece_by_hand():
@@ -92,3 +101,67 @@ def test_without_val_split_fits_on_half_of_test():
     result = EVALUATORS.get("calibration")()(ctx)
     assert "half" in result.artifacts["protocol"]
     assert result["temperature"] > 1.5
+
+
+def test_reliability_bin_fields_by_hand():
+    probs = torch.tensor([[0.3, 0.7], [0.9, 0.1], [0.35, 0.65]], dtype=torch.float64)
+    bins = reliability_bins(probs, torch.tensor([1, 1, 0]), n_bins=4)  # (0.5, 0.75]: 0.7 right, 0.65 wrong
+    assert [(b["lo"], b["hi"], b["count"]) for b in bins] == [(0.0, 0.25, 0), (0.25, 0.5, 0), (0.5, 0.75, 2), (0.75, 1.0, 1)]
+    assert bins[2]["confidence"] == pytest.approx(0.675) and bins[2]["accuracy"] == 0.5
+    assert bins[3]["confidence"] == pytest.approx(0.9) and bins[3]["accuracy"] == 0.0
+    assert bins[0]["confidence"] is None and bins[0]["accuracy"] is None
+    assert reliability_bins(probs, torch.tensor([1, 1, 0])) == reliability_bins(probs, torch.tensor([1, 1, 0]), 15)
+
+
+def test_calibration_metrics_by_hand():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 2])
+    p0 = math.exp(2) / (math.exp(2) + 2)  # true-class probability of row 0
+    p1, q1 = math.e / (math.e + 2), 1 / (math.e + 2)  # row 1: top (class 1, wrong) and true class 2
+    m = calibration_metrics(logits, labels)
+    assert m["nll"] == pytest.approx((-math.log(p0) - math.log(q1)) / 2)
+    brier = ((1 - p0) ** 2 + 2 * ((1 - p0) / 2) ** 2 + p1**2 + q1**2 + (1 - q1) ** 2) / 2
+    assert m["brier"] == pytest.approx(brier)
+    # 15 bins: 0.787 (right) in (11/15, 12/15], 0.576 (wrong) in (8/15, 9/15]
+    assert m["ece"] == pytest.approx((abs(1 - p0) + abs(0 - p1)) / 2)
+
+
+def test_fit_temperature_is_the_nll_minimiser():
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    logits, y = overconfident(500, 3)
+    t = fit_temperature(logits, y)
+
+    def nll(temperature):
+        return torch.nn.functional.cross_entropy(logits.double() / temperature, y).item()
+
+    reference = scipy_optimize.minimize_scalar(nll, bounds=(0.05, 50), method="bounded", options={"xatol": 1e-8}).x
+    assert t == pytest.approx(reference, rel=1e-4)
+
+
+def test_evaluator_metrics_are_the_functions_on_the_fitted_temperature():
+    (val_logits, val_y), (test_logits, test_y) = overconfident(300, 4), overconfident(200, 5)
+    ctx = EvalContext.from_arrays(logits={"val": val_logits, "test": test_logits}, labels={"val": val_y, "test": test_y})
+    result = EVALUATORS.get("calibration").from_options({"n_bins": 10})(ctx)
+    t = fit_temperature(val_logits, val_y)
+    assert result["temperature"] == pytest.approx(t)
+    before, after = calibration_metrics(test_logits, test_y, 10), calibration_metrics(test_logits / t, test_y, 10)
+    for key in ("ece", "nll", "brier"):
+        assert result[key] == pytest.approx(before[key]) and result[f"{key}_ts"] == pytest.approx(after[key])
+    assert result["acc1"] == pytest.approx((test_logits.argmax(1) == test_y).double().mean().item())
+    assert result.chance["acc1"] == pytest.approx(1 / 6)
+    assert result.artifacts["protocol"] == "temperature fitted on 'val', scored on 'test'"
+    reliability = result.artifacts["reliability"]
+    assert reliability["before"] == reliability_bins(test_logits.double().softmax(1), test_y, 10)
+    assert reliability["after"] == reliability_bins((test_logits.double() / t).softmax(1), test_y, 10)
+
+
+def test_without_val_split_the_first_seeded_half_fits_and_the_second_is_scored():
+    logits, y = overconfident(60, 6)
+    ctx = EvalContext.from_arrays(logits={"test": logits}, labels={"test": y}, seed=7)
+    result = EVALUATORS.get("calibration")()(ctx)
+    fit_idx, test_idx = split_indices(60, 0.5, 7)
+    t = fit_temperature(logits[fit_idx], y[fit_idx])
+    assert result["temperature"] == pytest.approx(t)
+    assert result["nll"] == pytest.approx(calibration_metrics(logits[test_idx], y[test_idx])["nll"])
+    assert result.artifacts["protocol"] == (
+        "no 'val' split: temperature fitted on a seeded half of 'test', scored on the other half")

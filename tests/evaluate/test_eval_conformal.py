@@ -7,7 +7,16 @@ import torch
 from vlkit.errors import UserError
 from vlkit.evaluate import EVALUATORS, EvalContext
 from vlkit.evaluate.base import split_indices
-from vlkit.evaluate.conformal import APS, LAC, RAPS, conformal_quantile, prediction_sets, set_metrics
+from vlkit.evaluate.conformal import (
+    APS,
+    LAC,
+    RAPS,
+    ConformalConfig,
+    conformal_quantile,
+    prediction_sets,
+    set_metrics,
+    split_conformal,
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +87,12 @@ def test_prediction_sets_use_the_k_th_smallest_calibration_score():
     """LAC by hand: 9 calibration examples whose true-class score 1 - p_y is 0.1 .. 0.9."""
     p_true = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1], dtype=torch.float64)
     cal = torch.stack([p_true, 1 - p_true], dim=1)  # (9, 2), true class 0
-    test = torch.tensor([[0.25, 0.75], [0.15, 0.85], [0.5, 0.5]], dtype=torch.float64)
+    test = torch.tensor([[0.25, 0.75], [0.15, 0.85], [0.5, 0.5], [0.2, 0.8]], dtype=torch.float64)
     lac = LAC()
     sets, q_hat = prediction_sets(lac.scores(cal, None), torch.zeros(9, dtype=torch.long), lac.scores(test, None), 0.2)
     assert q_hat == pytest.approx(0.8)  # 8th smallest of 0.1 .. 0.9: classes with p >= 0.2 are in
-    assert sets.tolist() == [[True, True], [False, True], [True, True]]
+    # the last row's class 0 scores exactly q_hat (1 - 0.2): s <= q_hat, so it is in the set
+    assert sets.tolist() == [[True, True], [False, True], [True, True], [True, True]]
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0, -0.1, 1.5])
 def test_alpha_outside_unit_interval_is_a_user_error(alpha):
@@ -166,3 +176,50 @@ def test_set_metrics_by_hand_with_unequal_classes():
     assert m["set_size"] == pytest.approx((2 + 1 + 2 + 1 + 3) / 5)
     assert m["class_coverage_min"] == pytest.approx(0.5)  # classes 0 and 1: 1/2 each; class 2: 1/1
     assert m["class_coverage_mean"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+
+
+def test_raps_defaults_match_the_suite_config():
+    """Direct users of RAPS() get what `vlkit eval --suite conformal` uses: randomized, lambda 0.01, k_reg 1."""
+    cfg, raps = ConformalConfig(), RAPS()
+    assert (raps.randomized, raps.lam, raps.k_reg) == (cfg.randomized, cfg.lam, cfg.k_reg) == (True, 0.01, 1)
+    assert APS().randomized is True
+
+
+def test_split_conformal_is_seeded_and_calibrates_on_half_by_default():
+    g = torch.Generator().manual_seed(5)
+    probs = torch.randn(40, 4, generator=g, dtype=torch.float64).softmax(1)
+    labels = torch.randint(0, 4, (40,), generator=g)
+    first = split_conformal(probs, labels, APS(randomized=True), 0.2, seed=3)
+    assert split_conformal(probs, labels, APS(randomized=True), 0.2, seed=3) == first  # same U, same halves
+    assert split_conformal(probs, labels, APS(randomized=True), 0.2, seed=3, cal_fraction=0.5) == first
+    # by hand: q_hat is the ceil(21 * 0.8) = 17th smallest true-class score of the 20 calibration examples
+    cal_idx, _ = split_indices(40, 0.5, 3)
+    u = torch.rand(40, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    cal_scores = APS(randomized=True).scores(probs, u)[cal_idx].gather(1, labels[cal_idx, None]).squeeze(1)
+    assert first["qhat"] == cal_scores.sort().values[16].item()
+
+
+@pytest.mark.parametrize("cal_fraction", [0.0, 1.0, 1.5, -0.5])
+def test_cal_fraction_outside_unit_interval_is_a_user_error(cal_fraction):
+    with pytest.raises(UserError, match=r"^conformal: cal_fraction must be in \(0, 1\); e\.g\. cal_fraction=0\.5$"):
+        run(torch.randn(20, 3), torch.randint(0, 3, (20,)), cal_fraction=cal_fraction)
+
+
+def test_too_few_samples_is_a_user_error():
+    with pytest.raises(UserError, match=r"^conformal: split 'test' has 3 samples; use a split with at least 4$"):
+        run(torch.randn(3, 3), torch.randint(0, 3, (3,)))
+
+
+def test_evaluator_metrics_and_curves_by_name():
+    g = torch.Generator().manual_seed(2)
+    logits, labels = torch.randn(60, 5, generator=g), torch.randint(0, 5, (60,), generator=g)
+    result = run(logits, labels, alpha=0.2, scores=["lac", "raps"], lam=0.05, k_reg=2, randomized=False)
+    probs = logits.double().softmax(1)
+    for name, score in (("lac", LAC()), ("raps", RAPS(randomized=False, lam=0.05, k_reg=2))):
+        expected = split_conformal(probs, labels, score, 0.2, seed=0)
+        assert {k: result[f"{name}_{k}"] for k in expected} == pytest.approx(expected)
+        curve = result.artifacts["curves"][name]
+        assert curve["alpha"] == [0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5]
+        at = [split_conformal(probs, labels, score, a, seed=0) for a in curve["alpha"]]
+        assert curve["coverage"] == [c["coverage"] for c in at] and curve["set_size"] == [c["set_size"] for c in at]
+    assert result.artifacts["alpha"] == 0.2 and result.artifacts["target_coverage"] == pytest.approx(0.8)

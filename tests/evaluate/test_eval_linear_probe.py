@@ -155,3 +155,61 @@ def test_views_with_split_local_classes_are_refused(skewed):
     ctx = EvalContext.from_arrays(**skewed, classnames=names)
     with pytest.raises(UserError, match="different classes in train and val and test"):
         EVALUATORS.get("linear_probe")()(ctx)
+
+
+def test_fit_is_the_stationary_point_of_mean_cross_entropy_plus_half_wd_squared_norm():
+    """The returned (W, b), in the caller's uncentred coordinates, zero the gradient of
+    mean CE(x W + b, y) + wd / 2 * |W|^2 (bias unpenalised)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 5, generator=g) + 3.0  # a large common offset, as CLIP features have
+    y = torch.randint(0, 3, (60,), generator=g)
+    for wd in (0.3, 0.01):
+        weight, bias = fit_logistic_regression(x, y, 3, wd, max_iter=300)
+        assert weight.shape == (5, 3) and bias.shape == (3,)
+        w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+        loss = torch.nn.functional.cross_entropy(x @ w + b, y) + 0.5 * wd * w.pow(2).sum()
+        loss.backward()
+        assert w.grad.abs().max() < 1e-3 and b.grad.abs().max() < 1e-3, wd  # float32; a wrong factor gives ~1e-2
+        torch.testing.assert_close(predict(x, (weight, bias)), x @ weight + bias)
+
+
+def test_search_log_records_accuracy_and_nll_of_each_value_tried(monkeypatch):
+    """A fake fit whose validation logits depend on the grid index: the log holds exact values."""
+    def fake_fit(x, y, n_classes, weight_decay, max_iter=100):
+        return weight_decay
+
+    def fake_predict(x, weight_decay):
+        i = WD_GRID.index(weight_decay)  # both rows right at 40, row 0 only within 32..48, none elsewhere
+        rows = [[1.0, 0.0], [0.0, 1.0]] if i == 40 else [[1.0, 0.0], [1.0, 0.0]] if 32 <= i <= 48 else [[0.0, 1.0], [1.0, 0.0]]
+        return torch.tensor(rows)
+
+    monkeypatch.setattr(lp, "fit_logistic_regression", fake_fit)
+    monkeypatch.setattr(lp, "predict", fake_predict)
+    val = (torch.zeros(2, 1), torch.tensor([0, 1]))
+    best, log = lp.search_weight_decay((torch.zeros(2, 1), torch.tensor([0, 1])), val, 2)
+    assert best == 40  # coarse: 32 (0.5); span 8: 40 (1.0); then 40 stays
+    by_index = {WD_GRID.index(e["weight_decay"]): e for e in log}
+    right, wrong = math.log(1 + math.exp(-1)), math.log(1 + math.e)  # CE of logits (1, 0) at label 0, 1
+    assert by_index[40]["val_acc1"] == 1.0 and by_index[40]["val_nll"] == pytest.approx(right)
+    assert by_index[36]["val_acc1"] == 0.5 and by_index[36]["val_nll"] == pytest.approx((right + wrong) / 2)
+    assert by_index[0]["val_acc1"] == 0.0 and by_index[0]["val_nll"] == pytest.approx(wrong)
+    assert sorted(by_index) == [0, 16, 24, 32, 36, 38, 39, 40, 41, 42, 44, 48, 64, 80, 96]  # each fitted once
+    assert [e["weight_decay"] for e in log] == sorted(e["weight_decay"] for e in log)
+
+
+def test_bad_options_are_user_errors(skewed):
+    from vlkit.errors import UserError
+
+    ctx = EvalContext.from_arrays(**skewed)
+    message = r"^linear_probe: val_fraction must be in \(0, 1\) and shots >= 0; e\.g\. val_fraction=0\.2$"
+    for options in ({"val_fraction": 0.0}, {"val_fraction": 1.0}, {"shots": -1}):
+        with pytest.raises(UserError, match=message):
+            EVALUATORS.get("linear_probe").from_options(options)(ctx)
+
+
+def test_defaults():
+    cfg = lp.LinearProbeConfig()
+    assert (cfg.train_split, cfg.val_split, cfg.test_split) == ("train", "val", "test")
+    assert (cfg.val_fraction, cfg.shots, cfg.max_iter) == (0.2, 0, 100)
+    assert len(WD_GRID) == 97 and WD_GRID[0] == pytest.approx(1e-6) and WD_GRID[-1] == pytest.approx(100.0)
+    assert WD_GRID[16] == pytest.approx(10 ** (-6 + 8 / 6))  # the second coarse point of logspace(-6, 2, 7)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from vlkit.errors import UserError
 from vlkit.evaluate import EVALUATORS, EvalContext
 from vlkit.evaluate.base import classification_chance, classification_metrics, mean_per_class_recall, topk_accuracy
-from vlkit.evaluate.zeroshot import zeroshot_classifier
+from vlkit.evaluate.zeroshot import class_logits, context_classifier, zeroshot_classifier
 
 
 def test_prompt_ensemble_normalises_each_prompt_before_averaging(lookup_encoder):
@@ -112,6 +112,33 @@ def test_zeroshot_end_to_end_and_per_class_artifact(lookup_encoder):
     assert result.artifacts["per_class_acc1"] == {"red": 0.5, "green": 1.0, "blue": 1.0}
     assert result.chance["acc1"] == pytest.approx(1 / 3)
     assert all(isinstance(v, float) for v in result.values())
+    assert {k: result.artifacts[k] for k in ("n_classes", "n_templates", "n_samples")} == {
+        "n_classes": 3, "n_templates": 1, "n_samples": 4}
+
+
+def test_class_logits_scale_given_logits_and_model_scale(lookup_encoder):
+    table = {"a x": [1.0, 0.0], "a y": [0.0, 1.0]}
+    images = torch.tensor([[0.6, 0.8], [1.0, 0.0]])
+    ctx = EvalContext.from_arrays(image_features=images, labels=torch.tensor([1, 0]), classnames=["x", "y"],
+                                  templates=["a {}"], encode_text=lookup_encoder(table), logit_scale=20.0)
+    torch.testing.assert_close(class_logits(ctx, "test"), 20.0 * images)  # the model's own scale
+    torch.testing.assert_close(class_logits(ctx, "test", scale=100.0), 100.0 * images)
+    given = torch.tensor([[0.0, 3.0], [1.0, 0.0]])
+    array_ctx = EvalContext.from_arrays(logits=given, labels=torch.tensor([1, 0]))
+    assert class_logits(array_ctx, "test", scale=100.0) is given
+    result = EVALUATORS.get("zeroshot")()(array_ctx)
+    assert result["acc1"] == 1.0 and result.artifacts["n_templates"] == 0
+    assert result.artifacts["per_class_acc1"] == {"0": 1.0, "1": 1.0}
+
+
+def test_classifier_is_built_once_per_context(lookup_encoder):
+    table = {"a x": [1.0, 0.0], "a y": [0.0, 1.0]}
+    ctx = EvalContext.from_arrays(image_features=torch.tensor([[0.6, 0.8]]), labels=torch.tensor([1]),
+                                  classnames=["x", "y"], templates=["a {}"], encode_text=lookup_encoder(table))
+    EVALUATORS.get("zeroshot")()(ctx)
+    cached = context_classifier(ctx, "test")
+    torch.testing.assert_close(cached, torch.eye(2))
+    assert context_classifier(ctx, "test") is cached  # built once per context
 
 
 def test_view_without_classnames_is_a_user_error(lookup_encoder):
@@ -122,7 +149,7 @@ def test_view_without_classnames_is_a_user_error(lookup_encoder):
 
 
 def test_template_without_placeholder_is_a_user_error(lookup_encoder):
-    with pytest.raises(UserError, match="no '{}'"):
+    with pytest.raises(UserError, match=r"^prompt template 'a photo' has no '\{\}' for the class name; write e\.g\. 'a photo of a \{\}\.'$"):
         zeroshot_classifier(lookup_encoder({}), ["cat"], ["a photo"])
 
 
