@@ -84,7 +84,7 @@ def overconfident(n: int, seed: int):
 
 
 def test_temperature_scaling_lowers_nll_on_overconfident_logits():
-    (val_logits, val_y), (test_logits, test_y) = overconfident(3000, 0), overconfident(3000, 1)
+    (val_logits, val_y), (test_logits, test_y) = overconfident(1000, 0), overconfident(1000, 1)
     assert fit_temperature(val_logits, val_y) == pytest.approx(4.0, rel=0.15)
     ctx = EvalContext.from_arrays(logits={"val": val_logits, "test": test_logits}, labels={"val": val_y, "test": test_y})
     result = EVALUATORS.get("calibration")()(ctx)

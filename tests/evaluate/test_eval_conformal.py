@@ -213,13 +213,30 @@ def test_too_few_samples_is_a_user_error():
 def test_evaluator_metrics_and_curves_by_name():
     g = torch.Generator().manual_seed(2)
     logits, labels = torch.randn(60, 5, generator=g), torch.randint(0, 5, (60,), generator=g)
-    result = run(logits, labels, alpha=0.2, scores=["lac", "raps"], lam=0.05, k_reg=2, randomized=False)
     probs = logits.double().softmax(1)
+    options = dict(alpha=0.2, scores=["lac", "raps"], lam=0.05, k_reg=2, randomized=False, cal_fraction=0.3)
+    result = run(logits, labels, **options)
     for name, score in (("lac", LAC()), ("raps", RAPS(randomized=False, lam=0.05, k_reg=2))):
-        expected = split_conformal(probs, labels, score, 0.2, seed=0)
+        expected = split_conformal(probs, labels, score, 0.2, seed=0, cal_fraction=0.3)
         assert {k: result[f"{name}_{k}"] for k in expected} == pytest.approx(expected)
         curve = result.artifacts["curves"][name]
         assert curve["alpha"] == [0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5]
-        at = [split_conformal(probs, labels, score, a, seed=0) for a in curve["alpha"]]
+        at = [split_conformal(probs, labels, score, a, seed=0, cal_fraction=0.3) for a in curve["alpha"]]
         assert curve["coverage"] == [c["coverage"] for c in at] and curve["set_size"] == [c["set_size"] for c in at]
     assert result.artifacts["alpha"] == 0.2 and result.artifacts["target_coverage"] == pytest.approx(0.8)
+    randomized = run(logits, labels, alpha=0.2, scores=["aps"])  # the default: randomized
+    assert randomized["aps_qhat"] == split_conformal(probs, labels, APS(randomized=True), 0.2, seed=0)["qhat"]
+    assert randomized["aps_qhat"] != split_conformal(probs, labels, APS(randomized=False), 0.2, seed=0)["qhat"]
+
+
+def test_four_samples_are_enough():
+    result = run(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), alpha=0.5, scores=["lac"])
+    assert result["lac_qhat"] < math.inf  # k = ceil(3 * 0.5) = 2 <= 2 calibration examples
+
+
+def test_raps_penalty_is_computed_in_the_scores_dtype():
+    probs = torch.tensor([[0.5, 0.2, 0.3]], dtype=torch.float64)
+    raps = RAPS(randomized=False, lam=0.1, k_reg=1).scores(probs, None)
+    aps = APS(randomized=False).scores(probs, None)
+    penalty = torch.tensor([[0.0, 0.1 * 2, 0.1 * 1]], dtype=torch.float64)  # ranks 1, 3, 2
+    torch.testing.assert_close(raps, aps + penalty, rtol=0, atol=1e-15)  # a float32 penalty is off by ~1e-9
