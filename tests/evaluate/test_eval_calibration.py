@@ -165,3 +165,28 @@ def test_without_val_split_the_first_seeded_half_fits_and_the_second_is_scored()
     assert result["nll"] == pytest.approx(calibration_metrics(logits[test_idx], y[test_idx])["nll"])
     assert result.artifacts["protocol"] == (
         "no 'val' split: temperature fitted on a seeded half of 'test', scored on the other half")
+
+
+def test_calibration_metrics_pass_n_bins_and_the_artifact_names_the_scale():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.5], [1.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1])
+    probs = logits.softmax(1)
+    two_bins = calibration_metrics(logits, labels, 2)["ece"]
+    assert two_bins == pytest.approx(expected_calibration_error(probs, labels, 2))
+    assert two_bins != pytest.approx(expected_calibration_error(probs, labels, 15))
+    ctx = EvalContext.from_arrays(logits={"val": logits, "test": logits}, labels={"val": labels, "test": labels},
+                                  logit_scale=30.0)
+    assert EVALUATORS.get("calibration")()(ctx).artifacts["logit_scale"] == 30.0
+
+
+@pytest.mark.parametrize("n_bins", [2.5, True, "15"])
+def test_n_bins_that_is_not_an_integer_is_a_user_error(n_bins):
+    with pytest.raises(UserError, match=r"calibration\.n_bins=.* must be a positive integer"):
+        reliability_bins(torch.tensor([[0.9, 0.1]], dtype=torch.float64), torch.tensor([0]), n_bins=n_bins)
+
+
+def test_first_bin_holds_confidences_up_to_its_edge():
+    probs = torch.tensor([[0.4, 0.3, 0.3], [0.5, 0.25, 0.25], [0.9, 0.05, 0.05]], dtype=torch.float64)
+    bins = reliability_bins(probs, torch.tensor([0, 1, 0]), n_bins=2)  # (0, 0.5]: 0.4 right, 0.5 wrong
+    assert [b["count"] for b in bins] == [2, 1]
+    assert bins[0]["confidence"] == pytest.approx(0.45) and bins[0]["accuracy"] == 0.5
