@@ -190,3 +190,9 @@ def test_first_bin_holds_confidences_up_to_its_edge():
     bins = reliability_bins(probs, torch.tensor([0, 1, 0]), n_bins=2)  # (0, 0.5]: 0.4 right, 0.5 wrong
     assert [b["count"] for b in bins] == [2, 1]
     assert bins[0]["confidence"] == pytest.approx(0.45) and bins[0]["accuracy"] == 0.5
+
+
+def test_one_bin_is_the_gap_between_accuracy_and_mean_confidence():
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]], dtype=torch.float64)
+    labels = torch.tensor([0, 1, 1])  # right, wrong, right
+    assert expected_calibration_error(probs, labels, n_bins=1) == pytest.approx(abs(2 / 3 - (0.9 + 0.6 + 0.7) / 3))
