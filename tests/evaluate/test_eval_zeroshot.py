@@ -163,3 +163,24 @@ def test_each_split_is_classified_against_its_own_class_names(lookup_encoder):
     assert EVALUATORS.get("zeroshot").from_options({"split": "val"})(ctx)["acc1"] == 1.0
     result = EVALUATORS.get("zeroshot")()(ctx)
     assert result["acc1"] == 1.0 and result.artifacts["per_class_acc1"] == {"z": 1.0}
+
+
+def test_prompt_ensemble_by_hand_off_axis(lookup_encoder):
+    """Each prompt embedding is normalised along its feature axis: (3, 4) -> (0.6, 0.8)."""
+    table = {"x cat": [3.0, 4.0], "y cat": [1.0, 0.0], "x dog": [0.0, 2.0], "y dog": [1.0, 1.0]}
+    w = zeroshot_classifier(lookup_encoder(table), ["cat", "dog"], ["x {}", "y {}"])
+    cat = torch.tensor([0.8, 0.4]) / math.sqrt(0.8)  # mean of (0.6, 0.8) and (1, 0), renormalised
+    dog = torch.tensor([0.5**0.5 / 2, (1 + 0.5**0.5) / 2])  # mean of (0, 1) and (r, r)
+    torch.testing.assert_close(w, torch.stack([cat, dog / dog.norm()], dim=1))
+
+
+def test_given_logits_with_class_names_name_the_per_class_table():
+    ctx = EvalContext.from_arrays(logits=torch.tensor([[1.0, 0.0], [1.0, 0.0]]), labels=torch.tensor([0, 1]),
+                                  classnames=["a", "b"])
+    assert EVALUATORS.get("zeroshot")()(ctx).artifacts["per_class_acc1"] == {"a": 1.0, "b": 0.0}
+
+
+def test_logits_and_labels_of_different_length_are_refused():
+    ctx = EvalContext.from_arrays(logits=torch.randn(3, 2), labels=torch.tensor([0, 1]))
+    with pytest.raises(RuntimeError, match=r"^3 logits for 2 labels in split 'test'$"):
+        EVALUATORS.get("zeroshot")()(ctx)
