@@ -93,8 +93,9 @@ def test_search_uses_validation_and_refits_the_choice_on_train_plus_val(skewed, 
     the 100 training plus 40 validation samples."""
     fits = []
 
-    def fake_fit(x, y, n_classes, weight_decay, max_iter=100):
+    def fake_fit(x, y, n_classes, weight_decay, max_iter=-1):
         fits.append((weight_decay, len(y)))
+        assert (n_classes, max_iter) == (2, 9)  # the option reaches every fit
         return weight_decay
 
     def fake_predict(x, weight_decay):
@@ -105,7 +106,7 @@ def test_search_uses_validation_and_refits_the_choice_on_train_plus_val(skewed, 
     monkeypatch.setattr(lp, "fit_logistic_regression", fake_fit)
     monkeypatch.setattr(lp, "predict", fake_predict)
     skewed["labels"]["val"] = torch.zeros(40, dtype=torch.long)  # so "right" means predicted 0
-    result = EVALUATORS.get("linear_probe")()(EvalContext.from_arrays(**skewed))
+    result = EVALUATORS.get("linear_probe").from_options({"max_iter": 9})(EvalContext.from_arrays(**skewed))
     assert result.artifacts["weight_decay"] == WD_GRID[37]
     assert fits[-1] == (WD_GRID[37], 140)  # train + val
     assert {n for _, n in fits[:-1]} == {100}  # the search fits on train only
@@ -175,7 +176,10 @@ def test_fit_is_the_stationary_point_of_mean_cross_entropy_plus_half_wd_squared_
 
 def test_search_log_records_accuracy_and_nll_of_each_value_tried(monkeypatch):
     """A fake fit whose validation logits depend on the grid index: the log holds exact values."""
-    def fake_fit(x, y, n_classes, weight_decay, max_iter=100):
+    iters = []
+
+    def fake_fit(x, y, n_classes, weight_decay, max_iter=-1):
+        iters.append(max_iter)
         return weight_decay
 
     def fake_predict(x, weight_decay):
@@ -195,6 +199,9 @@ def test_search_log_records_accuracy_and_nll_of_each_value_tried(monkeypatch):
     assert by_index[0]["val_acc1"] == 0.0 and by_index[0]["val_nll"] == pytest.approx(wrong)
     assert sorted(by_index) == [0, 16, 24, 32, 36, 38, 39, 40, 41, 42, 44, 48, 64, 80, 96]  # each fitted once
     assert [e["weight_decay"] for e in log] == sorted(e["weight_decay"] for e in log)
+    assert set(iters) == {100}  # the default cap reaches every fit
+    lp.search_weight_decay((torch.zeros(2, 1), torch.tensor([0, 1])), val, 2, max_iter=7)
+    assert set(iters[15:]) == {7}
 
 
 def test_bad_options_are_user_errors(skewed):
