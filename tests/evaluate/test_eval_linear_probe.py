@@ -220,3 +220,32 @@ def test_defaults():
     assert (cfg.val_fraction, cfg.shots, cfg.max_iter) == (0.2, 0, 100)
     assert len(WD_GRID) == 97 and WD_GRID[0] == pytest.approx(1e-6) and WD_GRID[-1] == pytest.approx(100.0)
     assert WD_GRID[16] == pytest.approx(10 ** (-6 + 8 / 6))  # the second coarse point of logspace(-6, 2, 7)
+
+
+def test_kshot_search_draws_its_shots_from_the_rows_not_held_out(skewed, monkeypatch):
+    """No val split, 4 shots: the search trains on 4 + 4 rows of the 80 not held out, scores the 20 held out."""
+    from vlkit.evaluate.base import split_indices
+
+    del skewed["image_features"]["val"], skewed["labels"]["val"]
+    seen = []
+
+    def fake_fit(x, y, n_classes, weight_decay, max_iter=100):
+        seen.append(x.clone())
+        return weight_decay
+
+    monkeypatch.setattr(lp, "fit_logistic_regression", fake_fit)
+    monkeypatch.setattr(lp, "predict", lambda x, wd: torch.zeros(len(x), 2))
+    ctx = EvalContext.from_arrays(**skewed)
+    EVALUATORS.get("linear_probe").from_options({"shots": 4})(ctx)
+    held_out, rest = split_indices(100, 0.2, ctx.seed)
+    shots = ctx.fewshot("train", 4, within=rest)  # 4 per class, drawn among the rows not held out
+    assert len(shots) == 8 and not set(shots.tolist()) & set(held_out.tolist())
+    torch.testing.assert_close(seen[0], ctx.image_features("train")[shots])
+
+
+@pytest.mark.parametrize("where", ["val", "test"])
+def test_n_classes_counts_the_largest_label_of_every_split(skewed, where):
+    skewed["labels"][where] = skewed["labels"][where].clone()
+    skewed["labels"][where][0] = 2  # a class only this split has
+    result = EVALUATORS.get("linear_probe")()(EvalContext.from_arrays(**skewed))
+    assert result.chance["acc1"] == pytest.approx(1 / 3)
