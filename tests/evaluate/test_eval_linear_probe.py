@@ -249,3 +249,9 @@ def test_n_classes_counts_the_largest_label_of_every_split(skewed, where):
     skewed["labels"][where][0] = 2  # a class only this split has
     result = EVALUATORS.get("linear_probe")()(EvalContext.from_arrays(**skewed))
     assert result.chance["acc1"] == pytest.approx(1 / 3)
+
+
+def test_per_class_table_uses_the_class_names(skewed):
+    names = {"train": ["a", "b"], "val": ["a", "b"], "test": ["a", "b"]}
+    result = EVALUATORS.get("linear_probe")()(EvalContext.from_arrays(**skewed, classnames=names))
+    assert result.artifacts["per_class_acc1"] == {"a": result["acc1"]}  # the test split holds class 0 only
