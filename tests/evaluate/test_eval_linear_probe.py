@@ -255,3 +255,13 @@ def test_per_class_table_uses_the_class_names(skewed):
     names = {"train": ["a", "b"], "val": ["a", "b"], "test": ["a", "b"]}
     result = EVALUATORS.get("linear_probe")()(EvalContext.from_arrays(**skewed, classnames=names))
     assert result.artifacts["per_class_acc1"] == {"a": result["acc1"]}  # the test split holds class 0 only
+
+
+def test_max_iter_caps_the_fit():
+    """Separable classes and no decay: the weights grow for as long as the fit may run."""
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(30) % 3
+    x = 3 * torch.eye(4)[y] + 0.1 * torch.randn(30, 4, generator=g)
+    default = fit_logistic_regression(x, y, 3, 0.0)
+    assert all(torch.equal(a, b) for a, b in zip(default, fit_logistic_regression(x, y, 3, 0.0, max_iter=100)))
+    assert not torch.equal(fit_logistic_regression(x, y, 3, 0.0, max_iter=20)[0], default[0])
