@@ -175,9 +175,10 @@ def test_prompt_ensemble_by_hand_off_axis(lookup_encoder):
 
 
 def test_given_logits_with_class_names_name_the_per_class_table():
-    ctx = EvalContext.from_arrays(logits=torch.tensor([[1.0, 0.0], [1.0, 0.0]]), labels=torch.tensor([0, 1]),
-                                  classnames=["a", "b"])
-    assert EVALUATORS.get("zeroshot")()(ctx).artifacts["per_class_acc1"] == {"a": 1.0, "b": 0.0}
+    for names in (["a", "b"], {"test": ["a", "b"]}):  # one list for every split, or per split
+        ctx = EvalContext.from_arrays(logits=torch.tensor([[1.0, 0.0], [1.0, 0.0]]), labels=torch.tensor([0, 1]),
+                                      classnames=names)
+        assert EVALUATORS.get("zeroshot")()(ctx).artifacts["per_class_acc1"] == {"a": 1.0, "b": 0.0}
 
 
 def test_logits_and_labels_of_different_length_are_refused():
