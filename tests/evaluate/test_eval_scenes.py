@@ -113,3 +113,26 @@ def test_robustness_needs_two_scenes(lookup_encoder):
                                   encode_text=lookup_encoder({}))
     with pytest.raises(UserError, match=r"^robustness: split 'test' has 1 scene; retrieval needs at least 2$"):
         EVALUATORS.get("robustness")()(ctx)
+
+
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        ((10.0, 10.0), (10.5, 10.0), (0, 1, "left of")),  # a half-pixel to the right is still to the right
+        ((10.0, 10.0), (10.1, 10.5), (0, 1, "above")),  # a half-pixel below
+        ((10.0, 10.0), (10.0, 10.0), (0, 1, "right of")),  # coincident centers: the horizontal branch, dx = 0
+    ],
+)
+def test_relation_from_small_center_offsets(a, b, expected):
+    meta = {"objects": [obj("red", "circle", cx=a[0], cy=a[1]), obj("blue", "square", cx=b[0], cy=b[1])]}
+    assert first_relation(meta) == expected
+
+
+def test_no_relation_unless_both_objects_have_centers():
+    with_center, without = obj("red", "circle", cx=1.0, cy=2.0), obj("blue", "square")
+    assert first_relation({"objects": [with_center, without]}) is None
+    assert first_relation({"objects": [without, with_center]}) is None
+
+
+def test_one_object_caption_uses_the_attributes():
+    assert scene_caption({"objects": [obj("red", "circle", "small")]}, ("size",)) == "a small circle"
