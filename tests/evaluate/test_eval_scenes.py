@@ -136,3 +136,20 @@ def test_no_relation_unless_both_objects_have_centers():
 
 def test_one_object_caption_uses_the_attributes():
     assert scene_caption({"objects": [obj("red", "circle", "small")]}, ("size",)) == "a small circle"
+
+
+def test_false_captions_are_reproducible_from_the_seed(scenes, ordered_encoder):
+    from vlkit.evaluate.robustness import inserted_captions
+
+    assert inserted_captions(scenes, 5) == inserted_captions(scenes, 5)
+    assert inserted_captions(scenes, 5)["false_attr"] != inserted_captions(scenes, 6)["false_attr"]
+    images = ordered_encoder([scene_caption(s) for s in scenes])
+    ctx = EvalContext.from_arrays(image_features=images, meta=scenes, encode_text=ordered_encoder, seed=5)
+    examples = EVALUATORS.get("robustness")()(ctx).artifacts["examples"]
+    assert [e["false_attr"] for e in examples] == inserted_captions(scenes, 5)["false_attr"][:5]
+
+
+def test_robustness_without_scene_metadata_names_the_suite(bow_encoder):
+    ctx = EvalContext.from_arrays(image_features=torch.eye(2), meta=[{}, {}], encode_text=bow_encoder)
+    with pytest.raises(UserError, match=r"^robustness: samples have no per-object attributes"):
+        EVALUATORS.get("robustness")()(ctx)
