@@ -132,3 +132,17 @@ def test_alphas_outside_unit_interval_are_a_user_error(make_scene, alphas):
 def test_goal_error_lists_the_values_seen(make_scene):
     with pytest.raises(UserError, match=r"^reward: goal color='teal' never occurs in the split; seen: blue, green, red$"):
         EVALUATORS.get("reward").from_options({"goal": {"color": "teal"}})(goal_world(make_scene))
+
+
+def test_vlmrm_reward_with_a_short_direction_by_hand():
+    # |d|^2 = 0.4 < 1: d = g - b = (0.2, -0.6); (x - g) = (-0.4, 0.8); (x - g).d = -0.56
+    # alpha 1: (x - g) P = d * (-0.56 / 0.4) = (-0.28, 0.84); |.|^2 = 0.784; R = 1 - 0.392
+    x = torch.tensor([[0.6, 0.8]], dtype=torch.float64)
+    g, b = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([0.8, 0.6], dtype=torch.float64)
+    assert vlmrm_reward(x, g, b, 1.0).item() == pytest.approx(0.608)
+
+
+def test_reward_without_scene_metadata_names_the_suite(bow_encoder):
+    ctx = EvalContext.from_arrays(image_features=torch.eye(2), meta=[{}, {}], encode_text=bow_encoder)
+    with pytest.raises(UserError, match=r"^reward: samples have no per-object attributes"):
+        EVALUATORS.get("reward")()(ctx)
