@@ -146,3 +146,20 @@ def test_reward_without_scene_metadata_names_the_suite(bow_encoder):
     ctx = EvalContext.from_arrays(image_features=torch.eye(2), meta=[{}, {}], encode_text=bow_encoder)
     with pytest.raises(UserError, match=r"^reward: samples have no per-object attributes"):
         EVALUATORS.get("reward")()(ctx)
+
+
+def test_goal_prompts_put_size_before_color_and_shape(make_scene):
+    metas = [make_scene([("red", "circle", "small"), ("blue", "square", "large")]),
+             make_scene([("blue", "circle", "large"), ("red", "square", "small")])]
+    asked = []
+
+    def encode(texts):
+        asked.extend(texts)
+        return torch.stack([torch.tensor([1.0, 0.0]) if "circle" in t else torch.tensor([0.0, 1.0]) for t in texts])
+
+    ctx = EvalContext.from_arrays(image_features=torch.eye(2), meta=metas, encode_text=encode)
+    goal = {"shape": "circle", "color": "red", "size": "small"}
+    result = EVALUATORS.get("reward").from_options({"goal": goal, "alphas": [0.0]})(ctx)
+    assert result.artifacts["goal_prompts"] == ["a small red circle", "a picture of a small red circle"]
+    assert asked[:2] == ["a small red circle", "a picture of a small red circle"]
+    assert result.artifacts["degree_counts"] == {2: 1, 3: 1}  # scene 0: the small red circle; scene 1: small red square
