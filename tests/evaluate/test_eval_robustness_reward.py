@@ -163,3 +163,10 @@ def test_goal_prompts_put_size_before_color_and_shape(make_scene):
     assert result.artifacts["goal_prompts"] == ["a small red circle", "a picture of a small red circle"]
     assert asked[:2] == ["a small red circle", "a picture of a small red circle"]
     assert result.artifacts["degree_counts"] == {2: 1, 3: 1}  # scene 0: the small red circle; scene 1: small red square
+
+
+def test_goal_attribute_no_scene_has_says_none_seen(bow_encoder):
+    metas = [{"objects": [{"color": "red", "shape": "circle"}]}, {"objects": [{"color": "blue", "shape": "star"}]}]
+    ctx = EvalContext.from_arrays(image_features=torch.eye(2), meta=metas, encode_text=bow_encoder)
+    with pytest.raises(UserError, match=r"^reward: goal size='small' never occurs in the split; seen: none$"):
+        EVALUATORS.get("reward").from_options({"goal": {"size": "small"}})(ctx)
