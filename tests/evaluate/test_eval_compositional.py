@@ -148,3 +148,70 @@ def test_closest_sibling_by_shared_words():
     assert EmojiProbes._closest("Face", ["FACE: happy", "sad face"], random.Random(0)) in {"FACE: happy", "sad face"}
     picks = {EmojiProbes._closest("red x", ["red a", "red b"], random.Random(s)) for s in range(20)}
     assert picks == {"red a", "red b"}  # ties broken by the rng
+
+
+def test_a_scene_without_a_probe_does_not_stop_the_next(make_scene):
+    one = make_scene([("red", "circle", "small")])
+    same_color = make_scene([("red", "circle", "small"), ("red", "square", "large")], rel="above")
+    kinds = [(p[0], p[1]) for p in ShapesProbes().build([one, same_color], random.Random(0))]
+    assert kinds == [(1, "size_swap"), (1, "relation_swap")]  # an equal color skips only the color swap
+
+
+def test_emoji_probe_set_needs_names_and_subgroups(bow_encoder):
+    assert not EmojiProbes.applies([{"name": "rocket"}]) and not EmojiProbes.applies([{"subgroup": "s"}])
+    assert EmojiProbes.applies([{"name": "rocket", "subgroup": "s"}])
+
+
+def test_skin_tone_probe_replaces_the_first_tone_with_another():
+    meta = {"name": "people holding hands: light skin tone, dark skin tone", "subgroup": "family", "skin_tone": True}
+    for seed in range(10):
+        (probe,) = EmojiProbes().build([meta], random.Random(seed))
+        idx, kind, true, (distractor,) = probe
+        assert (idx, kind, true) == (0, "skin_tone", meta["name"])
+        head, tail = distractor.split(": ", 1)
+        assert head == "people holding hands" and tail.endswith(" skin tone, dark skin tone")
+        assert tail.split(" skin tone")[0] in {"medium-light", "medium", "medium-dark", "dark"}  # never light
+
+
+def test_skin_tone_flag_decides_the_probe_kind():
+    metas = [
+        {"name": "waving hand: medium skin tone", "subgroup": "hand", "skin_tone": False},  # tone in the name only
+        {"name": "waving hand", "subgroup": "hand", "skin_tone": False},
+        {"name": "raised hand", "subgroup": "hand", "skin_tone": True},  # flagged, but no tone in its name
+    ]
+    kinds = {p[0]: p[1] for p in EmojiProbes().build(metas, random.Random(0))}
+    assert kinds == {0: "sibling_swap", 1: "sibling_swap"}
+
+
+def test_closest_reads_colons_as_spaces_and_breaks_ties_at_random():
+    assert EmojiProbes._closest("smile: a", ["smile b", "c: d"], random.Random(0)) == "smile b"
+    assert EmojiProbes._closest("smile: a", ["c: d"], random.Random(0)) is None
+    picks = {EmojiProbes._closest("smile: a", ["smile b", "smile xx"], random.Random(s)) for s in range(20)}
+    assert picks == {"smile b", "smile xx"}
+
+
+def test_credit_at_exactly_the_tolerance_is_a_tie():
+    true, distractors = torch.tensor([1.0], dtype=torch.float64), torch.tensor([[0.5]], dtype=torch.float64)
+    assert probe_credit(true, distractors, tie_tol=0.5).tolist() == [0.5]
+
+
+def test_evaluator_passes_tie_tol_and_seed_and_counts_probes(scenes, ordered_encoder):
+    first = scenes[0]["objects"]
+    scenes[0] = {**scenes[0], "objects": [first[0], {**first[1], "color": first[0]["color"]}]}  # no color swap
+    images = ordered_encoder([scene_caption(s) for s in scenes])
+    ctx = EvalContext.from_arrays(image_features=images, meta=scenes, encode_text=ordered_encoder, seed=4)
+    result = EVALUATORS.get("compositional").from_options({"tie_tol": 10.0})(ctx)
+    assert result["acc"] == 0.5  # every probe is a tie at this tolerance
+    probes = ShapesProbes().build(scenes, random.Random(4))
+    counts = {k: sum(p[1] == k for p in probes) for k in {p[1] for p in probes}}
+    assert result.artifacts["n_probes"] == counts and len(set(counts.values())) > 1
+    assert len(result.artifacts["examples"]) == 8 < len(probes)
+    emoji = [{"name": "waving hand: medium skin tone", "subgroup": "hand", "skin_tone": True},
+             {"name": "raised hand", "subgroup": "hand", "skin_tone": False},
+             {"name": "waving hand", "subgroup": "hand", "skin_tone": False}]
+    expected = EmojiProbes().build(emoji, random.Random(4))[0][3]
+    for _ in range(5):  # an unseeded rng would match 5 times with probability 1/4^5
+        ectx = EvalContext.from_arrays(image_features=ordered_encoder([m["name"] for m in emoji]), meta=emoji,
+                                       encode_text=ordered_encoder, seed=4)
+        examples = EVALUATORS.get("compositional")()(ectx).artifacts["examples"]
+        assert examples[0]["distractors"] == expected
