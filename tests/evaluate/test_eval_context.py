@@ -112,3 +112,30 @@ def test_fewshot_draws_within_positions_and_returns_them_sorted():
 def test_as_split_dict():
     assert as_split_dict(None, "x") == {} and as_split_dict({"val": 1}, "x") == {"val": 1}
     assert as_split_dict([1, 2], "x") == {"test": [1, 2]}
+
+
+def test_empty_labels_captions_and_meta_name_the_split():
+    ctx = EvalContext.from_arrays(labels={"val": torch.tensor([], dtype=torch.long)}, captions={"val": []},
+                                  meta={"val": []}, name="toy")
+    for ask in (ctx.labels, ctx.captions, ctx.meta):
+        with pytest.raises(UserError, match=r"^split 'val' of toy is empty; evaluate on a split with samples"):
+            ask("val")
+
+
+def test_captions_and_meta_are_memoised_apart():
+    ctx = EvalContext.from_arrays(captions=[["a red circle"]], meta=[{"objects": []}])
+    assert ctx.captions("test") == [["a red circle"]]
+    assert ctx.meta("test") == [{"objects": []}]
+    assert ctx.captions("test") is ctx.captions("test")
+
+
+def test_a_context_without_a_text_source_has_no_text_tower():
+    class Bare(EvalContext):
+        pass
+
+    with pytest.raises(UserError, match=r"^the model has no text tower, and this suite encodes texts"):
+        Bare().encode_text(["a"])
+
+
+def test_from_model_passes_its_options(fake_model, fake_data):
+    assert EvalContext.from_model(fake_model, fake_data, seed=7).seed == 7
