@@ -135,6 +135,7 @@ def test_a_context_without_a_text_source_has_no_text_tower():
 
     with pytest.raises(UserError, match=r"^the model has no text tower, and this suite encodes texts"):
         Bare().encode_text(["a"])
+    assert (Bare().seed, Bare().text_batch_size, Bare().logit_scale) == (0, 256, 100.0)
 
 
 def test_from_model_passes_its_options(fake_model, fake_data):
