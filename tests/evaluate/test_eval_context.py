@@ -140,3 +140,9 @@ def test_a_context_without_a_text_source_has_no_text_tower():
 
 def test_from_model_passes_its_options(fake_model, fake_data):
     assert EvalContext.from_model(fake_model, fake_data, seed=7).seed == 7
+
+
+def test_captions_and_meta_are_memoised_per_split():
+    ctx = EvalContext.from_arrays(captions={"val": [["a"]], "test": [["b"]]}, meta={"val": [{"k": 1}], "test": [{"k": 2}]})
+    assert (ctx.captions("val"), ctx.captions("test")) == ([["a"]], [["b"]])
+    assert (ctx.meta("val"), ctx.meta("test")) == ([{"k": 1}], [{"k": 2}])
