@@ -13,6 +13,14 @@ Logits are the model's own: ``logit_scale * cos(image, class)`` (what its softma
 give), or the logits an array context supplies. Deviation: with no validation split, a seeded
 half of the test split fits T and the other half is scored (the ``protocol`` artifact says
 which).
+
+Bins: bin b of B is (b / B, (b + 1) / B], as in Guo et al.'s reference code (gpleiss/
+temperature_scaling: ``conf > lo and conf <= hi``); a confidence of exactly 1.0 is in the last
+bin and one on an edge is in the bin that edge closes (0.4 of 5 bins is in (0.2, 0.4]). Edges
+are k / B as floats, so a confidence written as that fraction compares equal to its edge.
+Deviation: a confidence of 0 (never a softmax output) is put in the first bin instead of
+dropped. torchmetrics uses [lo, hi) instead, so its ECE can differ when confidences sit on
+edges. CLIP_benchmark has no calibration metric.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
 from .base import EVALUATORS, EvalResult, Evaluator, split_indices, topk_accuracy
 from .zeroshot import class_logits
 
@@ -30,10 +39,11 @@ N_BINS = 15
 
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> list[dict]:
     """Per equal-width confidence bin (lo, hi]: count, mean confidence, accuracy."""
+    check_n_bins(n_bins)
     conf, pred = probs.max(dim=1)
     correct = (pred == labels).double()
-    edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
-    # bin b holds conf in (edges[b], edges[b+1]]; conf is never 0 for a softmax
+    edges = torch.arange(n_bins + 1, dtype=torch.float64) / n_bins  # k / B, rounded once (linspace is not)
+    # bin b holds conf in (edges[b], edges[b+1]]; conf 0 joins the first bin
     which = torch.bucketize(conf.double(), edges, right=False).clamp(1, n_bins) - 1
     bins = []
     for b in range(n_bins):
@@ -49,6 +59,11 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_
             }
         )
     return bins
+
+
+def check_n_bins(n_bins: int) -> None:
+    if not isinstance(n_bins, int) or isinstance(n_bins, bool) or n_bins < 1:
+        raise UserError(f"calibration.n_bins={n_bins!r} must be a positive integer; use e.g. calibration.n_bins=15")
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> float:
@@ -104,6 +119,7 @@ class Calibration(Evaluator):
 
     def evaluate(self, ctx) -> EvalResult:
         cfg = self.config
+        check_n_bins(cfg.n_bins)
         logits, labels = class_logits(ctx, cfg.split), ctx.labels(cfg.split)
         if ctx.has_split(cfg.fit_split):
             fit_logits, fit_labels = class_logits(ctx, cfg.fit_split), ctx.labels(cfg.fit_split)

@@ -9,9 +9,10 @@
   al., arXiv 2009.14193): APS + lambda * max(rank(y) - k_reg, 0), rank 1-based.
 
 Split conformal: a seeded random half of the split calibrates (the two halves are checked
-disjoint), q_hat is the ceil((n + 1)(1 - alpha)) / n quantile of the calibration scores
-("higher" interpolation; infinite when that level exceeds 1), and the set of a test example is
-every class with s(x, y) <= q_hat. Marginal coverage >= 1 - alpha then holds by
+disjoint), q_hat is the k-th smallest calibration score with k = ceil((n + 1)(1 - alpha)) (as
+in MAPIE and Angelopoulos & Bates, "A Gentle Introduction to Conformal Prediction", arXiv
+2107.07511; infinite when k > n, so every class is in the set), and the set of a test example
+is every class with s(x, y) <= q_hat. Marginal coverage >= 1 - alpha then holds by
 exchangeability. Metrics per score: ``{score}_coverage``, ``{score}_set_size`` (mean),
 ``{score}_class_coverage_min`` / ``_mean`` (over classes present in the test half),
 ``{score}_qhat``. Coverage and mean set size across alpha go to the ``curves`` artifact.
@@ -82,13 +83,18 @@ class RAPS(APS):
 
 
 def conformal_quantile(cal_scores: torch.Tensor, alpha: float) -> float:
-    """The ceil((n + 1)(1 - alpha)) / n empirical quantile, "higher" interpolation."""
+    """The k-th smallest calibration score, k = ceil((n + 1)(1 - alpha)); inf when k > n.
+
+    This is numpy's ``quantile(k / n, method="inverted_cdf")``; torch.quantile(k / n, "higher")
+    lands one rank higher (its positions run over 0..n-1), which over-covers.
+    """
     check_alpha(alpha)
     n = len(cal_scores)
-    level = math.ceil((n + 1) * (1 - alpha)) / n
-    if level > 1:
+    # the 1e-9 absorbs float error: 10 * (1 - 0.3) is 7.000000000000001, whose ceil is 8, not 7
+    k = math.ceil((n + 1) * (1 - alpha) - 1e-9)
+    if k > n:
         return math.inf  # too few calibration points for this alpha: every class is in the set
-    return torch.quantile(cal_scores.double(), level, interpolation="higher").item()
+    return cal_scores.double().sort().values[k - 1].item()
 
 
 def check_alpha(alpha: float) -> None:

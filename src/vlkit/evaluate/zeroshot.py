@@ -4,7 +4,9 @@
 2103.00020), prompt ensembling; metric semantics from LAION-AI/CLIP_benchmark: for each class,
 fill every template with the class name, encode, L2-normalise each prompt embedding, average
 over templates and renormalise; logits = 100 * image @ W. Reports ``acc1``, ``acc5`` (NaN
-under 5 classes) and ``mean_per_class_recall`` (balanced accuracy over the classes present).
+under 5 classes) and ``mean_per_class_recall`` (balanced accuracy: mean recall over the classes
+present in the labels; CLIP_benchmark calls scikit-learn's balanced_accuracy_score, which
+drops a class that is predicted but never a label).
 Per-class accuracy goes to the ``per_class_acc1`` artifact.
 
 :func:`class_logits` is shared with the calibration and conformal suites: it returns the
