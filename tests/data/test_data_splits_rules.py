@@ -38,6 +38,13 @@ def test_partition_last_part_takes_the_rest_in_hash_order():
     assert got == {"train": sorted(order[:5]), "val": sorted(order[5:8]), "test": sorted(order[8:])}
 
 
+def _unnamed():
+    """The golden dataset with a view that has no class names."""
+    ds = dataset()
+    ds.views = {"cls": type(ds.views["cls"])(classnames=None)}
+    return ds
+
+
 def _positions(subset, parent) -> list[int]:
     """Positions in ``parent`` of the samples of ``subset`` (a subset of it)."""
     return np.flatnonzero(np.isin(parent._indices, subset._indices)).tolist()
@@ -93,8 +100,38 @@ def test_select_classes_keeps_int64_labels_and_works_without_names():
     assert picked.classnames == [CLASSNAMES[2], CLASSNAMES[0]]
     expected = [0 if label == 2 else 1 for label in LABELS if label in (0, 2)]  # 2 -> 0, 0 -> 1
     assert picked.targets.tolist() == expected
-    unnamed = dataset()
-    unnamed.views = {"cls": type(ds.views["cls"])(classnames=None)}
-    only_two = data.select_classes(unnamed, [2])  # no names: the label range is read from the ids
+    only_two = data.select_classes(_unnamed(), [2])  # no names: the label range is read from the ids
     assert only_two.classnames is None and only_two.targets.tolist() == [0] * LABELS.count(2)
     assert len(data.select_classes(ds, [])) == 0
+
+
+
+def test_too_few_shots_names_the_class_or_its_label():
+    fix = "; use fewer shots or pass allow_fewer=True to take all it has$"
+    with pytest.raises(UserError, match="^class 'bee' has 4 samples in the train split, fewer than 5 shots" + fix):
+        data.fewshot_indices(dataset(), 5, seed=0)
+    one_ant = dataset().subset([i for i, label in enumerate(LABELS) if label != 0 or i == 0])
+    with pytest.raises(UserError, match="^class 'ant' has 1 samples"):  # class 0 is named too
+        data.fewshot_indices(one_ant, 2, seed=0)
+    with pytest.raises(UserError, match="^class '1' has 4 samples"):  # no class names: the label
+        data.fewshot_indices(_unnamed(), 5, seed=0)
+    beyond = dataset()
+    beyond._labels = {"cls": np.array([3] + LABELS[1:])}  # label 3 with 3 names
+    with pytest.raises(UserError, match="^class '3' has 1 samples"):
+        data.fewshot_indices(beyond, 2, seed=0)
+    with pytest.raises(UserError, match=r"^shots must be at least 1, got 0$"):
+        data.fewshot_indices(dataset(), 0, seed=0)
+    with pytest.raises(UserError, match=r"^few-shot sampling needs a labelled view; golden has none selected$"):
+        data.fewshot_indices(dataset().with_view(None), 1, seed=0)
+
+
+def test_fewshot_is_saved_under_its_name_and_allow_fewer_has_its_own_file(fresh_cache):
+    ds = dataset()
+    fp = ds.fingerprint()
+    loose = data.fewshot_indices(ds, 5, seed=2, allow_fewer=True)
+    folder = fresh_cache / "data" / "splits" / "golden"
+    assert json.loads((folder / f"fewshot-{fp}-seed2-k5-train-fewer.json").read_text()) == loose
+    strict = data.fewshot_indices(ds, 2, seed=2, purpose="val")
+    assert json.loads((folder / f"fewshot-{fp}-seed2-k2-val.json").read_text()) == strict
+    with pytest.raises(UserError, match="fewer than 5 shots"):  # the saved allow_fewer draw is not reused
+        data.fewshot_indices(ds, 5, seed=2)
