@@ -53,10 +53,12 @@ def _positions(subset, parent) -> list[int]:
 def test_fewshot_splits_draw_train_and_val_shots_by_the_rule():
     # datasets whose split names are neither "train" nor "val": the purposes come from the protocol
     train, val = dataset("trainval"), dataset("holdout")
+    tr, va = data.fewshot_splits(train, val, shots=3, seed=3)  # 3 of the 5, 4 and 5 per class
+    assert _positions(tr, train) == _rule_fewshot(train.fingerprint(), LABELS, 3, 3, "train")
+    assert _positions(va, val) == _rule_fewshot(val.fingerprint(), LABELS, 3, 3, "val")
     tr, va = data.fewshot_splits(train, val, shots=5, seed=3, allow_fewer=True)  # class 1 has 4
-    assert _positions(tr, train) == _rule_fewshot(train.fingerprint(), LABELS, 5, 3, "train")
-    assert _positions(va, val) == _rule_fewshot(val.fingerprint(), LABELS, 4, 3, "val")  # min(K, 4)
-    assert len(tr) == 5 + 4 + 5 and len(va) == 4 + 4 + 4
+    assert len(tr) == 5 + 4 + 5 and len(va) == 4 + 4 + 4  # validation: min(K, 4) per class
+    assert _positions(va, val) == _rule_fewshot(val.fingerprint(), LABELS, 4, 3, "val")
     with pytest.raises(UserError, match="class 'bee' has 4 samples"):
         data.fewshot_splits(train, None, shots=5, seed=3)  # allow_fewer is off by default
 
