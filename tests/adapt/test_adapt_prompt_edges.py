@@ -15,7 +15,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vlkit.adapt.prompts import ClassContext, UnifiedContext, init_context, place_end, place_middle
+from vlkit.adapt.prompts import (ClassContext, PromptTokens, UnifiedContext, init_context, place_end,
+                                 place_middle, placement)
 from vlkit.errors import UserError
 
 
@@ -64,3 +65,18 @@ def test_a_one_token_phrase_is_a_context_of_one(tiny_model):
         emb = tiny_model.text.embed_tokens(ids[None, 1:2])[0]  # (1, W): the token after SOS
     init, prefix, n = init_context(tiny_model, 0, "photo")
     assert n == 1 and prefix == "photo" and torch.equal(init, emb)
+
+
+def test_unknown_placement_lists_the_valid_ones():
+    msg = "unknown class_token_position 'midle' (did you mean 'middle'?); valid: end, front, middle"
+    with pytest.raises(UserError, match=f"^{re.escape(msg)}$"):
+        placement("midle")
+
+
+def test_prompt_tokens_repeat_for_a_batch(tiny_model):
+    prompts = PromptTokens(tiny_model, ["zero", "sea lion"], 2)
+    once = prompts.tokens()
+    assert torch.equal(once["input_ids"], prompts.input_ids)
+    twice = prompts.tokens(repeat=2)  # (2 * n_cls, L): the class rows, then again (CoCoOp's batch)
+    assert torch.equal(twice["input_ids"], torch.cat([prompts.input_ids] * 2))
+    assert torch.equal(twice["attention_mask"], torch.cat([prompts.attention_mask] * 2))
