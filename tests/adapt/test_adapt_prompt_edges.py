@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vlkit.adapt.prompts import (ClassContext, PromptTokens, UnifiedContext, init_context, place_end,
-                                 place_middle, placement)
+from vlkit.adapt.prompts import (ClassContext, PromptTokens, UnifiedContext, encode_prompts, init_context,
+                                 place_end, place_middle, placement)
 from vlkit.errors import UserError
 
 
@@ -80,3 +80,72 @@ def test_prompt_tokens_repeat_for_a_batch(tiny_model):
     twice = prompts.tokens(repeat=2)  # (2 * n_cls, L): the class rows, then again (CoCoOp's batch)
     assert torch.equal(twice["input_ids"], torch.cat([prompts.input_ids] * 2))
     assert torch.equal(twice["attention_mask"], torch.cat([prompts.attention_mask] * 2))
+
+
+class _StubModel:
+    """Tokenizer: [SOS=101] one id 7 per word [EOT=102], padded with 0 to 8; embeddings: the id
+    as a (1,)-vector. ``pooling``: the text tower's pooling name, or no such attribute (None)."""
+
+    device = "cpu"
+
+    def __init__(self, pooling=None):
+        self.text = SimpleNamespace(embed_tokens=lambda ids: ids.float()[..., None])
+        if pooling is not None:
+            self.text.pooling = pooling
+
+    def tokenize(self, texts):
+        rows = [[101] + [7] * len(t.split()) + [102] for t in texts]
+        ids = torch.tensor([r + [0] * (8 - len(r)) for r in rows])
+        return {"input_ids": ids, "attention_mask": (ids != 0).long()}
+
+
+@pytest.mark.parametrize("pooling, length", [(None, 6), ("eot", 6), ("last token", 8)])
+def test_prompts_are_cut_after_the_longest_unless_the_tower_pools_the_last_position(pooling, length):
+    # "X X zero." and "X X sea lion." are 3 and 4 words: 5 and 6 tokens with SOS and EOT
+    prompts = PromptTokens(_StubModel(pooling), ["zero", "sea lion"], 2)
+    assert prompts.input_ids.shape == (2, length) and prompts.embeds.shape == (2, length, 1)
+    assert prompts.input_ids[1, :6].tolist() == [101, 7, 7, 7, 7, 102]
+
+
+def test_an_init_phrase_is_the_prompt_prefix_and_must_cover_n_ctx(tiny_model):
+    prompts = PromptTokens(tiny_model, ["zero"], 4, prefix="a photo of a")
+    written = tiny_model.tokenize(["a photo of a zero."])["input_ids"][:, :prompts.input_ids.shape[1]]
+    assert torch.equal(prompts.input_ids, written)
+    msg = "the prompt prefix 'a photo' gives 2 tokens, fewer than n_ctx=4; use a longer init phrase or a smaller n_ctx"
+    with pytest.raises(UserError, match=f"^{re.escape(msg)}$"):
+        PromptTokens(tiny_model, ["zero"], 4, prefix="a photo")
+
+
+def test_init_context_counts(tiny_model):
+    _, _, n = init_context(tiny_model, 1, "a photo of")  # MaPLe-style: the first token only
+    assert n == 1
+    init, _, n = init_context(tiny_model, 8, "a photo")  # fewer tokens than asked: all of them
+    assert n == 2 and init.shape == (2, tiny_model.text.width)
+    init, prefix, n = init_context(tiny_model, 1, "")  # one random context token is allowed
+    assert n == 1 and prefix is None and init.shape == (1, tiny_model.text.width)
+
+
+def test_place_end_uses_the_embeddings_it_is_given():
+    p = _prompts(n_ctx=2, name_lens=(1,), length=5)
+    other = -p.embeds  # e.g. MaPLe's per-layer embeddings
+    got = place_end(p, torch.tensor([[[50.0], [60.0]]]), embeds=other)
+    assert got[0, :, 0].tolist() == [0, 50, 60, -3, -4]
+
+
+def test_encode_prompts_passes_chunks_and_the_prompt_start():
+    calls = []
+
+    def forward_embeddings(embeds, tokens, deep_prompts=None, prompt_start=None):
+        calls.append((embeds.shape[0], tokens["input_ids"].tolist(), prompt_start))
+        return embeds[:, 0, :]  # (n_i, W): the first position as the pooled feature
+
+    model = SimpleNamespace(text=SimpleNamespace(forward_embeddings=forward_embeddings),
+                            project_text=lambda x: 2 * x)
+    embeds = torch.arange(5.0).view(5, 1, 1)  # (N 5, L 1, W 1)
+    tokens = {"input_ids": torch.arange(5).view(5, 1)}
+    out = encode_prompts(model, embeds, tokens, start=3, chunk=2)
+    assert out[:, 0].tolist() == [0, 2, 4, 6, 8]
+    assert calls == [(2, [[0], [1]], 3), (2, [[2], [3]], 3), (1, [[4]], 3)]
+    calls.clear()
+    encode_prompts(model, embeds, tokens)  # no chunk: one pass; CLIP's prompts start after SOS
+    assert calls == [(5, [[0], [1], [2], [3], [4]], 1)]
