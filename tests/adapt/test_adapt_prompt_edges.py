@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from vlkit.adapt.prompts import (ClassContext, PromptTokens, UnifiedContext, encode_prompts, init_context,
-                                 place_end, place_middle, placement)
+                                 place_end, place_middle, placement, prompt_start)
 from vlkit.errors import UserError
 
 
@@ -149,3 +149,15 @@ def test_encode_prompts_passes_chunks_and_the_prompt_start():
     calls.clear()
     encode_prompts(model, embeds, tokens)  # no chunk: one pass; CLIP's prompts start after SOS
     assert calls == [(5, [[0], [1], [2], [3], [4]], 1)]
+
+
+def test_prompt_tokens_keep_nothing_in_the_state_dict():
+    # frozen token ids, masks and embeddings are rebuilt from the model: a saved adapter holds none
+    prompts = PromptTokens(_StubModel(), ["zero", "sea lion"], 2)
+    assert dict(prompts.named_buffers()).keys() == {"embeds", "input_ids", "attention_mask"}
+    assert prompts.state_dict() == {}
+
+
+def test_prompt_start_is_zero_when_text_changes_no_position():
+    deaf = SimpleNamespace(tokenize=lambda texts: {"input_ids": torch.zeros(len(texts), 4, dtype=torch.long)})
+    assert prompt_start(deaf) == 0
