@@ -148,3 +148,11 @@ def test_sail_places_a_local_mask_at_this_ranks_columns(monkeypatch):
     assert torch.equal(mask, torch.tensor([[False, False, True, False], [False, False, True, True]]))
     grouped = SailLoss().positive_mask(1, 4, 2, {})  # 2 captions per image on each rank
     assert torch.equal(grouped, torch.tensor([[False, False, True, True]]))
+
+
+def test_clip_without_gather_grad_sends_nothing_back(monkeypatch):
+    calls = _fake_world(monkeypatch, 1)
+    img, txt = _features()
+    img.requires_grad_(True)
+    ClipLoss(ClipConfig(gather_with_grad=False))(img, txt, torch.tensor(0.0))["contrastive_loss"].backward()
+    assert calls == ["all_gather", "all_gather"]  # no all-reduce of the gradient
