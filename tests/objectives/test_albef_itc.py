@@ -110,3 +110,30 @@ def test_momentum_encoder_ema_update_and_frozen():
     assert not out.requires_grad
     with pytest.raises(UserError, match="momentum"):
         MomentumEncoder(model, momentum=1.5)
+
+
+def test_training_step_enqueues_momentum_not_online_features():
+    # ALBEF's _dequeue_and_enqueue(image_feat_m, text_feat_m): the queue holds the momentum
+    # encoder's features. Online and momentum features differ here so a swap is visible.
+    img, txt = unit(2, 3, seed=1), unit(2, 3, seed=2)
+    img_m, txt_m = unit(2, 3, seed=3), unit(2, 3, seed=4)
+    loss_fn = AlbefItcLoss(AlbefItcConfig(embed_dim=3, queue_size=3)).train()
+    loss_fn(img, txt, torch.tensor(0.0), momentum_image_features=img_m,
+            momentum_text_features=txt_m)
+    assert torch.equal(loss_fn.image_queue[:2], img_m)
+    assert torch.equal(loss_fn.text_queue[:2], txt_m)
+    assert int(loss_fn.queue_filled) == 2 and int(loss_fn.queue_ptr) == 2
+    # next step, alpha = 0 and s = 2 (logit_scale 0 clamps up to ln 2, temp <= 0.5): the queued
+    # momentum rows are extra negatives
+    img2, txt2 = unit(1, 3, seed=5), unit(1, 3, seed=6)
+    img2_m, txt2_m = unit(1, 3, seed=7), unit(1, 3, seed=8)
+    cfg = AlbefItcConfig(embed_dim=3, queue_size=3, alpha=0.0)
+    step2 = AlbefItcLoss(cfg).train()
+    step2.load_state_dict(loss_fn.state_dict())
+    out = step2(img2, txt2, torch.tensor(0.0), momentum_image_features=img2_m,
+                momentum_text_features=txt2_m)["contrastive_loss"]
+    i2t = 2 * (img2 @ torch.cat([txt2_m, txt_m]).T)[0]  # (3,): positive, then the queue
+    t2i = 2 * (txt2 @ torch.cat([img2_m, img_m]).T)[0]
+    expected = (-torch.log_softmax(i2t, 0)[0] - torch.log_softmax(t2i, 0)[0]) / 2
+    assert out.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert torch.equal(step2.image_queue[2], img2_m[0])  # wrote at the pointer, slot 2
