@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .base import kshot_indices
+from .base import kshot_indices, require_finite
 
 DEFAULT_TEMPLATES = ["a photo of a {}."]  # CLIP's plain prompt, used when a view has no templates
 
@@ -155,7 +155,12 @@ class EvalContext:
 
     @property
     def logit_scale(self) -> float:
-        """The model's softmax scale (exp of its log-space ``logit_scale``), else CLIP's 100."""
+        """The model's softmax scale (exp of its log-space ``logit_scale``), else CLIP's 100;
+        a NaN or infinite scale is refused (:meth:`_finite`)."""
+        return float(self._finite(self._scale(), "a logit_scale"))
+
+    def _scale(self) -> float:
+        """The scale unchecked: for describing the model in metrics.json, not for scoring."""
         return float(self._logit_scale) if self._logit_scale is not None else 100.0
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
@@ -191,6 +196,15 @@ class EvalContext:
 
     def _who(self) -> str:
         return f"{self.suite}: " if self.suite else ""
+
+    def _finite(self, values, what: str) -> torch.Tensor:
+        """``values`` as a tensor if all finite, else one line naming the suite and the model
+        (:func:`~vlkit.evaluate.base.require_finite`); the sources call it on all they hand out."""
+        return require_finite(values, what, self._model_label, self.suite)
+
+    def _model_label(self) -> str:
+        """How an error names the model (built only for the error)."""
+        return "(unnamed)"
 
     def _checked_dataset(self, split: str):
         self._require_split(split)

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .base import require_finite
 from .context import EvalContext, as_split_dict
 
 
@@ -160,12 +159,8 @@ class ModelContext(EvalContext):
         feats = self._cache.get(key, lambda: self._run_text(texts).float().cpu(), rows=len(texts))
         return self._finite(feats, "text features")
 
-    @property
-    def logit_scale(self) -> float:
-        return float(self._finite(EvalContext.logit_scale.fget(self), "a logit_scale"))
-
-    def _finite(self, values, what: str) -> torch.Tensor:
-        return require_finite(values, what, lambda: self._model_name or _model_label(self.model), self.suite)
+    def _model_label(self) -> str:
+        return self._model_name or _model_label(self.model)
 
     def _run_text(self, texts: list[str]) -> torch.Tensor:
         with torch.no_grad(), _eval_mode(self.model):
@@ -183,7 +178,7 @@ class ModelContext(EvalContext):
         return {
             "class": type(self.model).__name__,
             "fingerprint": _call(self.model, "fingerprint"),
-            "logit_scale": EvalContext.logit_scale.fget(self),  # unchecked: describing is not scoring
+            "logit_scale": self._scale(),  # unchecked: describing is not scoring
             "config": cfg if isinstance(cfg, (dict, str, type(None))) else repr(cfg),
         }
 
@@ -254,15 +249,11 @@ class ArrayContext(EvalContext):
             raise self._missing_tower("text")
         return self._finite(self._text_fn(texts), "text features")
 
-    @property
-    def logit_scale(self) -> float:
-        return float(self._finite(EvalContext.logit_scale.fget(self), "a logit_scale"))
-
-    def _finite(self, values, what: str) -> torch.Tensor:
-        return require_finite(values, what, f"(arrays {self.data_name!r})", self.suite)
+    def _model_label(self) -> str:
+        return f"(arrays {self.data_name!r})"
 
     def describe_model(self) -> dict:
-        return {"class": "arrays", "fingerprint": None, "logit_scale": EvalContext.logit_scale.fget(self)}
+        return {"class": "arrays", "fingerprint": None, "logit_scale": self._scale()}
 
 
 # -- helpers ------------------------------------------------------------------------------------
