@@ -98,12 +98,13 @@ def enforce_cap(root: str | Path, keep: str | Path | None = None, limit: int | N
     return removed
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
+def format_size(n: float) -> str:
+    """Bytes for people: 512 B, 1.5 KB, 3.2 GB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return ""
+    return f"{n:.1f} TB"
 
 
 def info() -> dict:
@@ -118,11 +119,11 @@ def info() -> dict:
 
 
 def format_info(data: dict) -> list[str]:
-    cap = _size(data["cap"]) if data["cap"] else "none"
+    cap = format_size(data["cap"]) if data["cap"] else "none"
     lines = [f"vlkit cache at {data['root']}"]
     for name, s in data["sections"].items():
         extra = f" (cap {cap}, ${CAP_ENV})" if name == "features" else ""
-        lines.append(f"  {name:<9} {s['files']:>6} files  {_size(s['bytes']):>10}{extra}")
+        lines.append(f"  {name:<9} {s['files']:>6} files  {format_size(s['bytes']):>10}{extra}")
     return lines
 
 

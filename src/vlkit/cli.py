@@ -170,7 +170,7 @@ def _cache_clear(args: argparse.Namespace) -> None:
     from . import cache_admin
 
     n, size = cache_admin.clear(args.what)
-    print(f"deleted {n} files ({size / 2**20:.1f} MB) from the {args.what} cache")
+    print(f"deleted {n} files ({cache_admin.format_size(size)}) from the {args.what} cache")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -136,22 +136,16 @@ def _fsync_dir(folder: Path) -> None:
 _TMP = re.compile(r"^\..+\.tmp-(\d+)$")  # atomic_write's temporary names
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
 def disk_full_error(path: Path, needed: int | None, what: str) -> UserError:
     """The one line for ENOSPC: what could not be written, how much it needs, what is free."""
+    from ..cache_admin import format_size
+
     try:
         st = os.statvfs(path.parent)
-        free = _size(st.f_bavail * st.f_frsize)
+        free = format_size(st.f_bavail * st.f_frsize)
     except (OSError, AttributeError):  # no statvfs on Windows
         free = "unknown"
-    need = f"needs about {_size(needed)}" if needed else "needs more space"
+    need = f"needs about {format_size(needed)}" if needed else "needs more space"
     return UserError(f"disk full: could not write {what} {path} ({need}, {free} free); the previous "
                      "file is kept; free some space (or point out_dir elsewhere) and resume")
 

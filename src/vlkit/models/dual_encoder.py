@@ -20,7 +20,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -271,9 +270,10 @@ class DualEncoder(nn.Module):
 
         meta = {"format": FORMAT, "format_version": 1, "vlkit_version": __version__, "config": self.config,
                 "frozen": self.frozen_parts(), "fingerprint": fp}
-        tmp = path / f".config.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, path / "config.json")
+        from ..engine.checkpoint import atomic_write
+
+        text = json.dumps(meta, indent=2).encode("utf-8")
+        atomic_write(path / "config.json", lambda f: f.write(text), what="model config")
         return path
 
     @classmethod
