@@ -29,7 +29,7 @@ Few-shot and base/new splits: :func:`fewshot_indices`, :func:`fewshot_splits`,
 Writing: :func:`vlkit.data.export.export`. torch is imported only by those last modules.
 """
 
-from . import digits, openmoji, shapes, userformats, webdataset  # noqa: F401  (fill the registry)
+from . import clipbench, coop, digits, openmoji, shapes, userformats, webdataset  # noqa: F401  (fill the registry)
 from .catalog import DATASETS, DatasetEntry, describe, list_datasets, load, parse_spec
 from .dataset import Sample, View, VLDataset
 from .splits import base_new_split, fewshot_indices, fewshot_splits, select_classes

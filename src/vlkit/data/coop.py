@@ -1,0 +1,135 @@
+"""The CoOp family's 11 datasets, read from local copies in CoOp's folder layout.
+
+"Learning to Prompt for Vision-Language Models" (CoOp, arXiv:2109.01134) and the papers that
+follow it (CoCoOp, KgCoOp, MaPLe, PromptSRC, ...) evaluate on ImageNet, Caltech101, OxfordPets,
+StanfordCars, Flowers102, Food101, FGVCAircraft, SUN397, DTD, EuroSAT and UCF101 with fixed
+train/val/test splits: the ``split_zhou_<Name>.json`` files of CoOp's DATASETS.md. Each holds
+``{"train": [[impath, label, classname], ...], "val": [...], "test": [...]}`` with image paths
+relative to the dataset's image folder (StanfordCars: relative to the dataset folder). Two
+datasets have no split file: ImageNet (``images/train`` for train, ``images/val`` for both val
+and test, class names from ``classnames.txt``, labels in sorted folder order) and FGVCAircraft
+(``variants.txt`` in label order and ``images_variant_{train,val,test}.txt``).
+
+Usage: ``data.load("oxford_pets=/data", split="test")`` (``/data`` holds ``oxford_pets/``) or
+``--data oxford_pets=/data/oxford_pets``. Layouts and prompts: ``classes/coop.yaml``; few-shot
+sets come from vlkit's CoOp-protocol sampler (:func:`vlkit.data.fewshot_indices`: K per class
+from train, min(K, 4) per class from val), which is deterministic per (data, seed, K) but draws
+other shots than Dassl's ``random.sample`` for the same seed.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from ..errors import UserError
+from .catalog import read_classes, register_dataset
+from .dataset import VLDataset
+from .files import IMAGE_EXTS, decode_text
+from .standard import StandardOptions, check_split, classification, clean_name, find_root, inside, read_json
+
+SPLITS = ("train", "val", "test")
+SPEC = read_classes("coop")["datasets"]
+
+
+def _names_by_label(items_by_split: dict, where: Path) -> list[str]:
+    """Class names indexed by label, from every split's ``[impath, label, classname]`` rows."""
+    names: dict[int, str] = {}
+    for split, items in items_by_split.items():
+        for n, item in enumerate(items):
+            at = f"{where} {split}[{n}]"
+            if not (isinstance(item, list) and len(item) == 3):
+                raise UserError(f"{at} is not [impath, label, classname]; this is not a CoOp split file")
+            _, label, cname = item
+            if isinstance(label, bool) or not isinstance(label, int) or label < 0 or not isinstance(cname, str):
+                raise UserError(f"{at} has label {label!r} and class name {cname!r}; expected an integer "
+                                ">= 0 and a string, as in CoOp's split files")
+            if names.setdefault(label, cname) != cname:
+                raise UserError(f"{at} names class {label} {cname!r}, elsewhere {names[label]!r}; "
+                                "the split file is inconsistent")
+    missing = sorted(set(range(max(names, default=-1) + 1)) - set(names))
+    if missing or not names:
+        raise UserError(f"{where} has no sample of class {missing[0] if missing else 0}; "
+                        "labels must run 0..n-1 as in CoOp's split files")
+    return [clean_name(names[i]) for i in range(len(names))]
+
+
+def load_split_file(name: str, split: str, opts: StandardOptions) -> VLDataset:
+    spec = SPEC[name]
+    check_split(name, split, SPLITS)
+    root = find_root(opts.path, spec["folder"], [spec["split_file"]], spec["title"], spec["layout"])
+    split_path = root / spec["split_file"]
+    data = read_json(split_path, "CoOp split file")
+    if not isinstance(data, dict) or any(not isinstance(data.get(s), list) for s in SPLITS):
+        raise UserError(f"{split_path} does not hold train/val/test lists; it is not a CoOp split file")
+    classnames = _names_by_label({s: data[s] for s in SPLITS}, split_path)
+    image_root = root / spec["image_root"]
+    items = data[split]
+    paths = [image_root / inside(item[0], f"{split_path} {split}[{n}]", image_root) for n, item in enumerate(items)]
+    return classification(name, split, paths, [item[1] for item in items], classnames, spec["templates"],
+                          opts, split_path, image_root)
+
+
+def _lines(path: Path) -> list[str]:
+    return [ln.strip() for ln in decode_text(path.read_bytes(), str(path)).splitlines() if ln.strip()]
+
+
+def load_imagenet(split: str, opts: StandardOptions) -> VLDataset:
+    """CoOp's ImageNet: labels in sorted wnid-folder order, names from ``classnames.txt``."""
+    spec = SPEC["imagenet"]
+    check_split("imagenet", split, SPLITS)
+    root = find_root(opts.path, spec["folder"], ["classnames.txt", "images/train"], spec["title"], spec["layout"])
+    names_file = root / "classnames.txt"
+    wnid_name = {}
+    for n, line in enumerate(_lines(names_file), 1):
+        wnid, _, cname = line.partition(" ")
+        if not cname.strip():
+            raise UserError(f"{names_file} line {n} is not 'WNID class name'; e.g. 'n01440764 tench'")
+        wnid_name[wnid] = cname.strip()
+    folder = root / "images" / ("train" if split == "train" else "val")
+    if not folder.is_dir():
+        raise UserError(f"ImageNet not found: {folder} is missing; expected the layout {spec['layout']}")
+    wnids = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unnamed = [w for w in wnids if w not in wnid_name]
+    if unnamed:
+        raise UserError(f"{names_file} has no class name for folder {folder / unnamed[0]}; "
+                        "use CoOp's classnames.txt (one 'WNID name' per class)")
+    paths, labels = [], []
+    for label, wnid in enumerate(wnids):
+        files = sorted(p for p in (folder / wnid).iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        paths += files
+        labels += [label] * len(files)
+    classnames = [clean_name(wnid_name[w]) for w in wnids]
+    return classification("imagenet", split, paths, labels, classnames, spec["templates"], opts, names_file, folder)
+
+
+def load_fgvc_aircraft(split: str, opts: StandardOptions) -> VLDataset:
+    """CoOp's FGVCAircraft: ``variants.txt`` (label order), ``images_variant_<split>.txt``."""
+    spec = SPEC["fgvc_aircraft"]
+    check_split("fgvc_aircraft", split, SPLITS)
+    list_file = f"images_variant_{split}.txt"
+    root = find_root(opts.path, spec["folder"], ["variants.txt", list_file, "images"], spec["title"], spec["layout"])
+    classnames = _lines(root / "variants.txt")
+    label_of = {c: i for i, c in enumerate(classnames)}
+    paths, labels = [], []
+    for n, line in enumerate(_lines(root / list_file), 1):
+        image_id, _, variant = line.partition(" ")
+        if variant not in label_of:
+            raise UserError(f"{root / list_file} line {n} names variant {variant!r}, which is not in "
+                            f"{root / 'variants.txt'}; use the files of fgvc-aircraft-2013b/data")
+        paths.append(root / "images" / (inside(image_id, f"{root / list_file} line {n}", root / "images") + ".jpg"))
+        labels.append(label_of[variant])
+    return classification("fgvc_aircraft", split, paths, labels, [clean_name(c) for c in classnames],
+                          spec["templates"], opts, root / list_file, root / "images")
+
+
+def _register(name: str, loader) -> None:
+    spec = SPEC[name]
+    description = f"CoOp's {spec['title']} from a local copy ({spec['layout']})"
+    register_dataset(name, StandardOptions, views=("class",), splits=SPLITS, default_view="class",
+                     description=description, needs_path=True)(loader)
+
+
+for _name in SPEC:
+    _register(_name, {"imagenet": load_imagenet, "fgvc_aircraft": load_fgvc_aircraft}.get(
+        _name, partial(load_split_file, _name)))
