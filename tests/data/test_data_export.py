@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import warnings
 
 import numpy as np
@@ -58,7 +60,10 @@ def _one_line_error(match, *args, **kw):
 def test_export_into_a_non_empty_folder_is_refused_and_overwrite_leaves_no_stale_files(tmp_path, fmt):
     out = tmp_path / "out"
     first = export(_shapes(12), fmt, out, shard_size=5)
-    assert first.n_samples == 12 and len(first.files) == {"webdataset": 3, "captions": 13, "imagefolder": 24}[fmt]
+    assert first.n_samples == 12 and len(first.files) == {"webdataset": 4, "captions": 13, "imagefolder": 24}[fmt]
+    if fmt == "webdataset":  # open_clip's sizes.json: samples per shard, so pretraining can stream them
+        assert json.loads((out / "sizes.json").read_text()) == {
+            "shards-000000.tar": 5, "shards-000001.tar": 5, "shards-000002.tar": 2}
     before = sorted(p for p in out.rglob("*") if p.is_file())
     msg = _one_line_error("not empty.*overwrite=True", _shapes(4), fmt, out, shard_size=5)
     assert str(out) in msg

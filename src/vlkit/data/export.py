@@ -2,7 +2,8 @@
 
 - ``webdataset``: ``shards-000000.tar``, ... of ``shard_size`` samples; each sample is
   ``KEY.png`` + ``KEY.txt`` (first caption, what open_clip reads) + ``KEY.json``
-  (all captions, label and class name of the current view).
+  (all captions, label and class name of the current view), and ``sizes.json`` (samples per
+  shard, as open_clip's ``get_dataset_size`` reads it), so pretraining can stream the shards.
 - ``captions``: ``images/KEY.png`` + ``captions.csv``, tab-separated ``filepath``/``title``
   (one row per caption, as open_clip reads it) and a ``label`` column with the class name
   when the current view has class names.
@@ -13,7 +14,7 @@ Images are written as PNG (lossless), so a round trip returns the same pixels.
 
 The folder must be empty (or not exist): stale files from an earlier export would load back as
 part of this one. ``overwrite=True`` first deletes the files an export writes, recognised by
-their names (``shards-NNNNNN.tar``, ``captions.csv``, ``images/NNNNNN.png``,
+their names (``shards-NNNNNN.tar``, ``sizes.json``, ``captions.csv``, ``images/NNNNNN.png``,
 ``CLASS/NNNNNN.png|txt``, and the temp files of an interrupted write), and still refuses a
 folder that holds anything else. :func:`export` returns the spec path (a ``str``) carrying
 ``n_samples`` and ``files``: what was actually written.
@@ -88,7 +89,7 @@ def export(dataset: VLDataset, fmt: str, out_dir: str | Path, shard_size: int = 
 
 
 # What an export writes (and what overwrite=True may delete): relative paths, "/"-separated.
-_OWN_FILE = re.compile(r"shards-\d{6}\.tar|captions\.csv|[^/]+/\d{6}\.(png|txt)|(.+/)?\.[^/]+\.tmp")
+_OWN_FILE = re.compile(r"shards-\d{6}\.tar|sizes\.json|captions\.csv|[^/]+/\d{6}\.(png|txt)|(.+/)?\.[^/]+\.tmp")
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
@@ -131,6 +132,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
 def _webdataset(ds: VLDataset, out: Path, shard_size: int, files: list[str]) -> tuple[str, int]:
     n_shards = max(1, -(-len(ds) // shard_size))
     now = time.time()
+    sizes = {}
     for s in range(n_shards):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
@@ -146,6 +148,9 @@ def _webdataset(ds: VLDataset, out: Path, shard_size: int, files: list[str]) -> 
                 _add(tar, f"{key}.json", json.dumps(record, ensure_ascii=False).encode("utf-8"), now)
         atomic_write_bytes(out / f"shards-{s:06d}.tar", buf.getvalue())
         files.append(f"shards-{s:06d}.tar")
+        sizes[f"shards-{s:06d}.tar"] = min(len(ds), (s + 1) * shard_size) - s * shard_size
+    atomic_write_bytes(out / "sizes.json", json.dumps(sizes, indent=0).encode("utf-8"))
+    files.append("sizes.json")
     last = n_shards - 1
     return str(out / (f"shards-{{000000..{last:06d}}}.tar" if last else "shards-000000.tar")), len(ds)
 

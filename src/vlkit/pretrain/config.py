@@ -22,6 +22,13 @@ class DataConfig:
     augment: bool = True  # RandomResizedCrop on the image side
     scale: tuple[float, float] = (0.9, 1.0)  # RandomResizedCrop scale range (open_clip's)
     max_samples: int | None = None  # use only the first N samples (quick runs)
+    # Streamed WebDataset shards (vlkit.data.stream, open_clip_train's way): true streams, false
+    # indexes the shards (caches frozen towers); null streams when name is webdataset=URL/pipe:,
+    # or num_samples/resampled is set, or a sizes.json lies beside the shards.
+    stream: bool | None = None
+    num_samples: int | None = None  # samples per epoch of a stream (open_clip's --train-num-samples)
+    resampled: bool = False  # draw shards with replacement per worker (open_clip's --dataset-resampled)
+    shuffle_buffer: int = 1000  # samples shuffled in a buffer per worker (1: no shuffle)
 
 
 @dataclass

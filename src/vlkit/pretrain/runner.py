@@ -30,6 +30,7 @@ from ..errors import UserError
 from ..objectives import MomentumEncoder, build as build_objective
 from .config import PretrainConfig
 from .features import FrozenImageFeatures, FrozenTextFeatures
+from .streaming import stream_batches, wants_stream
 from .task import ContrastiveModule, ContrastiveTask, TimeBudget
 
 
@@ -112,6 +113,9 @@ def _dataset(cfg: PretrainConfig):
 
 def _bank_texts(cfg: PretrainConfig, ds, text_cache) -> list[str]:
     """The captions a text bank holds: those the data can draw (the first of each, or all)."""
+    if ds is None:
+        raise UserError("text_negatives: bank needs every caption before training, and streamed shards are read "
+                        "only while training; set data.stream=false to index the shards, or use text_negatives: batch")
     if text_cache is None:
         raise UserError("text_negatives: bank needs a locked text tower whose features are cached (LiT); "
                         "freeze the text tower and keep cache_frozen: true, or use text_negatives: batch")
@@ -159,12 +163,15 @@ def _run(cfg: PretrainConfig, out_dir: Path, resume: bool | str) -> PretrainResu
     _seed_everything(cfg.engine.seed)
     objective = build_objective(cfg.objectives)
     model = build_model(cfg, objective)
-    ds = _dataset(cfg)
+    streaming = wants_stream(cfg.data)  # streamed shards: nothing is read before training
+    ds = None if streaming else _dataset(cfg)
     needs_tokens = any(k in objective.requires for k in ("image_tokens", "text_tokens"))
     momentum = MomentumEncoder(model, objective_momentum(cfg)) if "momentum_text_features" in objective.requires else None
 
-    cache_text = cfg.cache_frozen and model.is_frozen("text") and not needs_tokens
-    cache_image = cfg.cache_frozen and model.is_frozen("visual") and not cfg.data.augment and not needs_tokens
+    # a stream's captions and images are unknown before training: frozen towers run every step
+    cache = cfg.cache_frozen and not needs_tokens and not streaming
+    cache_text = cache and model.is_frozen("text")
+    cache_image = cache and model.is_frozen("visual") and not cfg.data.augment
     progress = cfg.engine.progress
     text_cache = image_cache = None
     if cache_text:
@@ -179,9 +186,11 @@ def _run(cfg: PretrainConfig, out_dir: Path, resume: bool | str) -> PretrainResu
 
         transform = image_transform(model.image_size, model.mean, model.std, train=True, scale=tuple(cfg.data.scale))
     collate = Collate(transform, caption=cfg.data.caption, seed=cfg.engine.seed)
-    source = _NoImages(ds) if cache_image else ds
-    batches = DatasetBatches(source, cfg.engine.batch_size, collate, seed=cfg.engine.seed,
-                             num_workers=cfg.engine.num_workers)
+    if streaming:
+        batches = stream_batches(cfg.data, cfg.engine.batch_size, collate, cfg.engine.seed, cfg.engine.num_workers)
+    else:
+        batches = DatasetBatches(_NoImages(ds) if cache_image else ds, cfg.engine.batch_size, collate,
+                                 seed=cfg.engine.seed, num_workers=cfg.engine.num_workers)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if _is_main():
