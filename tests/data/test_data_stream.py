@@ -138,3 +138,27 @@ def test_too_few_shards_for_ranks_and_workers_is_refused(shards, monkeypatch):
     stream = WebDatasetStream(f"{shards}/shard-{{0..2}}.tar", 2, Collate(None), num_samples=6, num_workers=2)
     with pytest.raises(UserError, match="3 shards cannot be split among 2 rank"):
         list(stream.batches(0))
+
+
+RANK_SCRIPT = """
+import json, sys
+import torch.distributed as dist
+from vlkit.data.collate import Collate
+from vlkit.data.stream import WebDatasetStream
+dist.init_process_group("gloo")  # as under DDP: the library sees the rank through RANK/WORLD_SIZE
+stream = WebDatasetStream(sys.argv[1], 2, Collate(None, caption="first"), num_samples=12, seed=5)
+keys = [t for epoch in (0, 1) for b in stream.batches(epoch) for t in b["texts"]]
+print("KEYS", json.dumps({"rank": dist.get_rank(), "keys": keys}))
+dist.destroy_process_group()
+"""
+
+
+def test_two_torchrun_processes_split_the_shards_exactly(shards):
+    from torchrun_launch import launch_like_torchrun
+
+    outputs = launch_like_torchrun(["-c", RANK_SCRIPT, f"pipe:cat {shards}/shard-{{0..3}}.tar"], nproc=2, timeout=120)
+    runs = [json.loads(line.split("KEYS ", 1)[1]) for out in outputs for line in out.splitlines() if "KEYS " in line]
+    assert sorted(r["rank"] for r in runs) == [0, 1]
+    for epoch in (0, 1):
+        seen = [k for r in runs for k in r["keys"][6 * epoch: 6 * (epoch + 1)]]
+        assert Counter(seen) == Counter(ALL_KEYS)  # each sample once per epoch across the 2 processes

@@ -42,12 +42,14 @@ def stream_batches(data: DataConfig, batch_size: int, collate, seed: int, num_wo
                         "data.num_samples, data.resampled, data.shuffle_buffer, or data.stream=false")
     if data.num_samples is not None and data.num_samples < 1:
         raise UserError(f"data.num_samples must be >= 1 (or null: read sizes.json), got {data.num_samples}")
+    if data.shuffle_buffer < 1:
+        raise UserError(f"data.shuffle_buffer must be >= 1 (1: no shuffling), got {data.shuffle_buffer}")
     pattern = parse_spec(data.name)[2].replace("{split}", data.split)
     stream = WebDatasetStream(pattern, batch_size, collate, num_samples=data.num_samples, seed=seed,
                               resampled=data.resampled, shuffle_buffer=data.shuffle_buffer,
                               num_workers=num_workers)
     if data.max_samples is not None and data.max_samples < stream.num_samples:
-        stream.num_samples = data.max_samples  # an epoch of the first max_samples (quick runs)
+        stream.num_samples = data.max_samples  # shorter epochs (quick runs): max_samples per epoch
     if stream.num_samples < batch_size:
         raise UserError(f"the stream's {stream.num_samples} samples per epoch are fewer than one batch of "
                         f"{batch_size}; lower batch_size or raise data.num_samples")
