@@ -14,7 +14,8 @@ and the number of samples read; ``strict=True`` makes it an error.
 The path is one shard, a folder of shards, a brace pattern (``shards-{000..009}.tar``,
 ``{a,b}``) or a glob; a ``{split}`` in it is replaced by the split name. Uncompressed shards
 are indexed once (member offsets) and read lazily with a seek; compressed shards
-(``.tar.gz``) cannot seek, so their images are kept in memory.
+(``.tar.gz``) cannot seek, so their images are kept in memory. Pretraining streams shards
+instead, without indexing them first (:mod:`vlkit.data.stream`, docs/data.md).
 """
 
 from __future__ import annotations
