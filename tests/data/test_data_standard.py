@@ -173,6 +173,30 @@ def cifar_rows(labels, seed):
     return rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
 
 
+def py2_pickle(batch: dict) -> bytes:
+    """A CIFAR batch as Python 2's cPickle wrote the real files (protocol 2): str keys and array
+    bytes as byte strings (SHORT_BINSTRING / BINSTRING), arrays by numpy.core.multiarray."""
+    import struct
+
+    def s(text) -> bytes:
+        raw = text if isinstance(text, bytes) else text.encode("latin1")
+        return (b"U" + bytes([len(raw)]) + raw) if len(raw) < 256 else (b"T" + struct.pack("<I", len(raw)) + raw)
+
+    def integer(i: int) -> bytes:
+        return b"J" + struct.pack("<i", i)
+
+    def value(v) -> bytes:
+        if isinstance(v, np.ndarray):
+            shape = b"".join(integer(n) for n in v.shape) + b"\x86"  # TUPLE2
+            dtype = b"cnumpy\ndtype\n" + s("u1") + integer(0) + integer(1) + b"\x87R"
+            dstate = b"(" + integer(3) + s("|") + b"NNN" + integer(-1) + integer(-1) + integer(0) + b"tb"
+            return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + integer(0) + b"\x85" + s("b")
+                    + b"\x87R(" + integer(1) + shape + dtype + dstate + b"\x89" + s(v.tobytes()) + b"tb")
+        return b"](" + b"".join(integer(x) if isinstance(x, int) else s(x) for x in v) + b"e"
+
+    return b"\x80\x02}(" + b"".join(s(k) + value(v) for k, v in batch.items()) + b"u."
+
+
 def dump(path, obj):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(obj, protocol=2))  # the CIFAR files are protocol-2 pickles
@@ -188,7 +212,8 @@ def test_cifar10_pickles(tmp_path):
         dump(d / f"data_batch_{i}", {"data": cifar_rows(labels, i), "labels": labels, "batch_label": f"b{i}"})
         train_labels += labels
     test_data = cifar_rows([9, 0, 4], 99)
-    dump(d / "test_batch", {b"data": test_data, b"labels": [9, 0, 4]})  # bytes keys as Python 2 wrote them
+    (d / "test_batch").write_bytes(py2_pickle({"batch_label": "testing batch 1 of 1", "labels": [9, 0, 4],
+                                               "data": test_data}))  # the real files' byte form
     train = data.load(f"cifar10={tmp_path}", split="train")
     assert len(train) == 10 and train.targets.tolist() == train_labels
     test = data.load(f"cifar10={tmp_path}", split="test")
