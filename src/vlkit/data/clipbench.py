@@ -37,9 +37,9 @@ import numpy as np
 from ..errors import UserError
 from .catalog import read_classes, register_dataset
 from .dataset import ArrayImages, View, VLDataset
-from .files import IMAGE_EXTS, caption_list, content_hash, decode_text, stat_key
-from .standard import (StandardOptions, captioned, check_split, classification, clean_name, find_root,
-                       inside, read_json)
+from .files import caption_list, content_hash, decode_text, stat_key
+from .standard import (StandardOptions, captioned, check_split, class_folders, classification, clean_name,
+                       find_root, inside, read_json)
 
 FILE = read_classes("clip_benchmark")
 
@@ -119,7 +119,8 @@ def _cifar(name: str, split: str, opts: StandardOptions) -> VLDataset:
     if len(labels) != len(images) or not all(0 <= y < len(names) for y in labels):
         raise UserError(f"{root} has labels that do not match its images or its {len(names)} classes")
     templates = list(opts.templates) or list(FILE["templates"][name])
-    captions = [[t.format(names[y]) for t in templates] for y in labels]
+    per_class = [[t.format(c) for t in templates] for c in names]  # one list per class, shared
+    captions = [per_class[y] for y in labels]
     cid = content_hash(name, split, [stat_key(root / f) for f in files])
     return VLDataset(name, split, ArrayImages(images), captions, {"class": np.array(labels)},
                      [{"path": str(root), "index_in_file": i} for i in range(len(labels))],
@@ -148,11 +149,7 @@ def load_imagenet1k(split: str, opts: StandardOptions) -> VLDataset:
     else:
         raise UserError(f"{folder} has {len(wnids)} class folders, not ImageNet's 1000; put a classnames.txt "
                         f"('WNID class name' per line) in {root}, or read it as imagefolder={root}")
-    paths, labels = [], []
-    for label, wnid in enumerate(wnids):
-        files = sorted(p for p in (folder / wnid).iterdir() if p.suffix.lower() in IMAGE_EXTS)
-        paths += files
-        labels += [label] * len(files)
+    paths, labels = class_folders(folder, wnids)
     return classification("imagenet1k", split, paths, labels, classnames, FILE["templates"]["imagenet1k"],
                           opts, folder, folder)
 

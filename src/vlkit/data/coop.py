@@ -25,8 +25,8 @@ from pathlib import Path
 from ..errors import UserError
 from .catalog import read_classes, register_dataset
 from .dataset import VLDataset
-from .files import IMAGE_EXTS, decode_text
-from .standard import StandardOptions, check_split, classification, clean_name, find_root, inside, read_json
+from .files import decode_text
+from .standard import StandardOptions, check_split, class_folders, classification, clean_name, find_root, inside, read_json
 
 SPLITS = ("train", "val", "test")
 SPEC = read_classes("coop")["datasets"]
@@ -94,11 +94,7 @@ def load_imagenet(split: str, opts: StandardOptions) -> VLDataset:
     if unnamed:
         raise UserError(f"{names_file} has no class name for folder {folder / unnamed[0]}; "
                         "use CoOp's classnames.txt (one 'WNID name' per class)")
-    paths, labels = [], []
-    for label, wnid in enumerate(wnids):
-        files = sorted(p for p in (folder / wnid).iterdir() if p.suffix.lower() in IMAGE_EXTS)
-        paths += files
-        labels += [label] * len(files)
+    paths, labels = class_folders(folder, wnids)
     classnames = [clean_name(wnid_name[w]) for w in wnids]
     return classification("imagenet", split, paths, labels, classnames, spec["templates"], opts, names_file, folder)
 
