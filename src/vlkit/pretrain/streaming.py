@@ -6,10 +6,12 @@ dataset (every shard read once at start; frozen towers' features can then be cac
 ``null``, a ``webdataset`` spec streams when its pattern is a URL or ``pipe:`` command (only a
 stream can read those), when ``data.num_samples`` or ``data.resampled`` is set, or when a
 ``sizes.json`` / ``__len__`` beside local shards gives the epoch size (``vlkit data export
---format webdataset`` writes one).
+--format webdataset`` writes one) and the ``webdataset`` library is installed.
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 from ..data import parse_spec
 from ..errors import UserError
@@ -25,12 +27,15 @@ def wants_stream(data: DataConfig) -> bool:
         return False
     if data.stream is not None:
         return bool(data.stream)
-    from ..data.stream import dataset_size, is_stream_url, shard_urls
+    from ..data.files import expand_shards
+    from ..data.stream import dataset_size, is_stream_url
 
     pattern = path.replace("{split}", data.split)
     if is_stream_url(pattern) or data.num_samples is not None or data.resampled:
-        return True
-    return dataset_size(shard_urls(pattern)) is not None
+        return True  # (without the webdataset library the stream says how to install it)
+    if importlib.util.find_spec("webdataset") is None:
+        return False  # local shards index without it, as before the wds extra existed
+    return dataset_size([str(p) for p in expand_shards(pattern)]) is not None
 
 
 def stream_batches(data: DataConfig, batch_size: int, collate, seed: int, num_workers: int):
