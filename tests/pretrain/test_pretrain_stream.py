@@ -62,13 +62,18 @@ def test_pretrain_streams_pipe_shards_once_per_epoch_without_indexing(tmp_path, 
     assert (tmp_path / "run" / "model" / "config.json").is_file()
 
 
-def test_local_shards_with_sizes_json_stream_by_default_and_stream_false_indexes(tmp_path):
+def test_local_shards_with_sizes_json_stream_by_default_and_stream_false_indexes(tmp_path, monkeypatch):
+    import importlib.util
+
     from vlkit.pretrain.streaming import wants_stream
 
     folder = shards(tmp_path, n=20, shard_size=10)
     local = f"webdataset={folder}/shards-{{000000..000001}}.tar"
     assert wants_stream(recipe(tmp_path / "a", local).data)  # export wrote sizes.json
     assert not wants_stream(recipe(tmp_path / "a", local, "data.stream=false").data)
+    with monkeypatch.context() as m:  # without the wds extra, local shards are indexed as before
+        m.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "webdataset" else object())
+        assert not wants_stream(recipe(tmp_path / "a", local).data)
     (folder / "sizes.json").unlink()
     assert not wants_stream(recipe(tmp_path / "a", local).data)  # no size known: indexed as before
     assert wants_stream(recipe(tmp_path / "a", local, "data.num_samples=20").data)
