@@ -324,3 +324,50 @@ def test_flickr30k_clip_benchmark_txt_and_karpathy_json(tmp_path):
     assert train.captions_at(0) == ["a", "b"]
     with pytest.raises(UserError, match="flickr8k not found .*flickr8k_test_karpathy.txt"):
         data.load(f"flickr8k={k}", split="test")
+
+
+def wds_shard(path, samples):
+    import io
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data_ in samples:
+            info = tarfile.TarInfo(name)
+            info.size = len(data_)
+            tar.addfile(info, io.BytesIO(data_))
+
+
+def png_bytes(rgb) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), rgb).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_clip_benchmark_wds_classification_and_retrieval(tmp_path):
+    cls = tmp_path / "wds_cifar10"
+    (cls / "test").mkdir(parents=True)
+    (cls / "test" / "nshards.txt").write_text("2\n")
+    (cls / "classnames.txt").write_text("airplane\nautomobile\nbird\n")
+    (cls / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\na blurry photo of a {c}.\n")
+    wds_shard(cls / "test" / "0.tar", [("s0.webp", png_bytes(color(2, 0))), ("s0.cls", b"2"),
+                                       ("s1.webp", png_bytes(color(0, 1))), ("s1.cls", b"0")])
+    wds_shard(cls / "test" / "1.tar", [("s2.webp", png_bytes(color(1, 2))), ("s2.cls", b"1")])
+    ds = data.load(f"wds={cls}", split="test")
+    assert ds.targets.tolist() == [2, 0, 1] and ds.classnames == ["airplane", "automobile", "bird"]
+    assert ds[0].captions == ["a photo of a bird.", "a blurry photo of a bird."]
+    assert [pixel(ds, i) for i in range(3)] == [color(2, 0), color(0, 1), color(1, 2)]
+    (cls / "test" / "nshards.txt").write_text("3\n")
+    with pytest.raises(UserError, match="wds shard not found: .*2.tar"):
+        data.load(f"wds={cls}", split="test")
+    ret = tmp_path / "wds_flickr30k"
+    (ret / "test").mkdir(parents=True)
+    (ret / "test" / "nshards.txt").write_text("1")
+    (ret / "dataset_type.txt").write_text("retrieval\n")
+    wds_shard(ret / "test" / "0.tar", [("a.jpg", png_bytes(color(0, 0))), ("a.txt", b"a dog\na brown dog\n")])
+    ds = data.load(f"wds={ret}", split="test")
+    assert ds.view is None and ds.captions_at(0) == ["a dog", "a brown dog"]
+    with pytest.raises(UserError, match=r"wds not found: .*train/nshards.txt is missing"):
+        data.load(f"wds={ret}", split="train")

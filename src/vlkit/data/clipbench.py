@@ -20,6 +20,10 @@ their standard on-disk formats (what torchvision and CLIP_benchmark's ``build_da
   ``dataset_flickr30k.json`` (``images[].filename/split/sentences[].raw``; ``restval`` counts
   as train) with the images in ``flickr30k-images/``, ``Images/``, ``images/`` or the folder.
 
+- ``wds``: CLIP_benchmark's ``wds/NAME`` benchmarks (``build_wds_dataset``), e.g. a local copy
+  of ``wds_cifar10``: ``test/nshards.txt``, ``test/0.tar``..., ``classnames.txt``,
+  ``zeroshot_classification_templates.txt``, ``dataset_type.txt``.
+
 ``annotation_file`` overrides the caption file of the retrieval datasets (CLIP_benchmark's
 ``--annotation_file``).
 """
@@ -36,7 +40,7 @@ import numpy as np
 
 from ..errors import UserError
 from .catalog import read_classes, register_dataset
-from .dataset import ArrayImages, View, VLDataset
+from .dataset import ArrayImages, BytesImages, View, VLDataset
 from .files import caption_list, content_hash, decode_text, stat_key
 from .standard import (StandardOptions, captioned, check_split, class_folders, classification, clean_name,
                        find_root, inside, read_json)
@@ -249,6 +253,62 @@ def _flickr(name: str, split: str, opts: RetrievalOptions) -> VLDataset:
     return captioned(name, split, [folder / f for f in data], list(data.values()), opts, ann, folder)
 
 
+# -- CLIP_benchmark's webdataset benchmarks (wds/NAME) --------------------------------------------
+
+def load_wds(split: str, opts: StandardOptions) -> VLDataset:
+    """CLIP_benchmark's ``build_wds_dataset`` layout: ``SPLIT/nshards.txt`` + ``SPLIT/0..n-1.tar``,
+    ``classnames.txt``, ``zeroshot_classification_templates.txt`` (``{c}`` for the class name),
+    ``dataset_type.txt`` (``retrieval``: captions are the lines of each ``.txt``; otherwise the
+    ``.cls`` label). Local copies only; the shards are indexed as :mod:`.webdataset` does."""
+    from .webdataset import _label, index_shard
+
+    check_split("wds", split, ("train", "test"))
+    root = find_root(opts.path, "", [f"{split}/nshards.txt"], "wds", f"{split}/nshards.txt, {split}/0.tar, ..., "
+                     "classnames.txt, zeroshot_classification_templates.txt (CLIP_benchmark's wds/ layout)")
+
+    def text(name: str) -> str:
+        return decode_text((root / name).read_bytes(), str(root / name))
+
+    n_text = text(f"{split}/nshards.txt").strip()
+    if not n_text.isdigit() or int(n_text) < 1:
+        raise UserError(f"{root / split / 'nshards.txt'} holds {n_text[:20]!r}, not a shard count")
+    kind = text("dataset_type.txt").strip().lower() if (root / "dataset_type.txt").is_file() else "classification"
+    retrieval = kind == "retrieval"
+    names = [] if retrieval else [ln.strip() for ln in text("classnames.txt").splitlines() if ln.strip()]
+    templates = list(opts.templates) or ([] if retrieval else [
+        t.strip().replace("{c}", "{}") for t in text("zeroshot_classification_templates.txt").splitlines() if t.strip()])
+    readers, captions, labels, meta = [], [], [], []
+    shards = [root / split / f"{i}.tar" for i in range(int(n_text))]
+    for shard in shards:
+        if not shard.is_file():
+            raise UserError(f"wds shard not found: {shard} ({split}/nshards.txt says {n_text}); re-copy the dataset")
+        for smp in index_shard(shard, opts.strict):
+            if "image" not in smp:
+                continue
+            where = f"{shard}:{smp['key']}"
+            if retrieval:
+                caps = [c.strip() for c in smp.get("txt", b"").decode("utf-8", "replace").splitlines() if c.strip()]
+                captions.append(caption_list(caps or "", where + ".txt", "txt"))
+            else:
+                label = _label(smp, {}, where)
+                if not isinstance(label, int) or label >= len(names):
+                    raise UserError(f"{where}.cls is {label!r}, not one of the {len(names)} classes of classnames.txt")
+                labels.append(label)
+            readers.append(smp["image"])
+            meta.append({"shard": str(shard), "key": smp["key"]})
+    if not readers:
+        raise UserError(f"wds dataset {root} split {split!r} holds no images")
+    if not retrieval:
+        per_class = [[t.format(c) for t in templates] for c in names]
+        captions = [per_class[y] for y in labels]
+    cid = content_hash("wds", split, [stat_key(p) for p in shards], [m["key"] for m in meta], labels, captions)
+    image_names = [f"{m['shard']}:{m['key']}" for m in meta]
+    views = {} if retrieval else {"class": View(tuple(names), tuple(templates))}
+    return VLDataset("wds", split, BytesImages(readers, image_names), captions,
+                     {} if retrieval else {"class": np.array(labels)}, meta, views,
+                     None if retrieval else "class", cid, info={"path": str(root), "type": kind})
+
+
 def _register() -> None:
     what = {
         "cifar10": ("CIFAR-10 from cifar-10-batches-py/ (the python pickles, read without running code)", ("class",)),
@@ -259,6 +319,8 @@ def _register() -> None:
                             "annotations/captions_val2017.json + val2017/", ()),
         "flickr30k": ("Flickr30k: flickr30k_{split}_karpathy.txt or Karpathy's dataset_flickr30k.json + images", ()),
         "flickr8k": ("Flickr8k: flickr8k_{split}_karpathy.txt or Karpathy's dataset_flickr8k.json + images", ()),
+        "wds": ("CLIP_benchmark's wds/ benchmarks: test/nshards.txt + test/0..n-1.tar, classnames.txt, "
+                "zeroshot_classification_templates.txt, dataset_type.txt", ("class",)),
     }
     loaders = {
         "cifar10": (lambda split, o: _cifar("cifar10", split, o), StandardOptions),
@@ -267,11 +329,13 @@ def _register() -> None:
         "mscoco_captions": (load_mscoco, RetrievalOptions),
         "flickr30k": (lambda split, o: _flickr("flickr30k", split, o), RetrievalOptions),
         "flickr8k": (lambda split, o: _flickr("flickr8k", split, o), RetrievalOptions),
+        "wds": (load_wds, StandardOptions),
     }
     for name, (desc, views) in what.items():
         fn, options = loaders[name]
-        splits = ("train", "test") if name.startswith("cifar") else ("train", "val", "test")
-        register_dataset(name, options, views=views, splits=splits, default_view="class" if views else None,
+        splits = ("train", "test") if name.startswith("cifar") or name == "wds" else ("train", "val", "test")
+        default = "class" if views and name != "wds" else None  # a wds set may be retrieval (no view)
+        register_dataset(name, options, views=views, splits=splits, default_view=default,
                          description=f"{desc}; CLIP_benchmark's dataset of that name", needs_path=True)(fn)
 
 

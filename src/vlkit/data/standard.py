@@ -45,11 +45,13 @@ def find_root(path: str, folder: str, markers: Sequence[str], name: str, layout:
     for cand in (base / folder, base):
         if all((cand / m).exists() for m in markers):
             return cand
-    where = base / folder if base.name != folder else base
+    where = base / folder if folder and base.name != folder else base
     missing = next(m for m in markers if not (where / m).exists())
-    parent = where.parent
+    if not folder:
+        raise UserError(f"{name} not found: {where / missing} is missing; expected the layout {layout} "
+                        "in the folder given as the path")
     raise UserError(f"{name} not found: {where / missing} is missing; expected the layout {layout} "
-                    f"under {parent}; pass the folder that holds {folder}/ (or {folder}/ itself) as the path")
+                    f"under {where.parent}; pass the folder that holds {folder}/ (or {folder}/ itself) as the path")
 
 
 def read_json(path: Path, what: str):
