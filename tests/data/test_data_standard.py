@@ -371,3 +371,27 @@ def test_clip_benchmark_wds_classification_and_retrieval(tmp_path):
     assert ds.view is None and ds.captions_at(0) == ["a dog", "a brown dog"]
     with pytest.raises(UserError, match=r"wds not found: .*train/nshards.txt is missing"):
         data.load(f"wds={ret}", split="train")
+
+
+def test_coop_domain_shift_targets(tmp_path):
+    """ImageNetV2's folders are label numbers; Sketch/A/R are WNID folders (A and R: 200 of them)."""
+    names = "n01 tench\nn02 goldfish\nn03 great_white_shark\n"
+    v2 = tmp_path / "imagenetv2"
+    for label in (2, 0):
+        write_image(v2 / "imagenetv2-matched-frequency-format-val" / str(label) / "a.jpeg", color(label, 0))
+    (v2 / "classnames.txt").write_text(names)
+    ds = data.load(f"imagenetv2={tmp_path}", split="test")
+    assert ds.targets.tolist() == [0, 2] and ds.classnames == ["tench", "goldfish", "great white shark"]
+    assert [pixel(ds, 0), pixel(ds, 1)] == [color(0, 0), color(2, 0)]
+    a = tmp_path / "imagenet-adversarial"
+    for w, label in (("n03", 1), ("n01", 0)):  # a subset of ImageNet's classes, labels in folder order
+        write_image(a / "imagenet-a" / w / "x.jpg", color(label, 0))
+    (a / "imagenet-a" / "README.txt").write_text("not a class")
+    (a / "classnames.txt").write_text(names)
+    ds = data.load(f"imagenet_a={tmp_path}", split="test")
+    assert ds.classnames == ["tench", "great white shark"] and ds.targets.tolist() == [0, 1]
+    assert pixel(ds, 1) == color(1, 0)
+    with pytest.raises(UserError, match="no split 'train'"):
+        data.load(f"imagenet_r={tmp_path}", split="train")
+    with pytest.raises(UserError, match=r"imagenet-sketch/classnames.txt is missing"):
+        data.load(f"imagenet_sketch={tmp_path}", split="test")

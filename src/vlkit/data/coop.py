@@ -74,11 +74,15 @@ def _lines(path: Path) -> list[str]:
     return [ln.strip() for ln in decode_text(path.read_bytes(), str(path)).splitlines() if ln.strip()]
 
 
-def load_imagenet(split: str, opts: StandardOptions) -> VLDataset:
-    """CoOp's ImageNet: labels in sorted wnid-folder order, names from ``classnames.txt``."""
-    spec = SPEC["imagenet"]
-    check_split("imagenet", split, SPLITS)
-    root = find_root(opts.path, spec["folder"], ["classnames.txt", "images/train"], spec["title"], spec["layout"])
+def load_imagenet(name: str, split: str, opts: StandardOptions) -> VLDataset:
+    """CoOp's ImageNet and its domain-shift targets: one folder per class, names from
+    ``classnames.txt`` (``WNID name`` lines in ImageNet's label order). Labels follow the sorted
+    WNID folders; ImageNetV2's folders are the label numbers 0..999 themselves."""
+    spec = SPEC[name]
+    splits = tuple(spec["image_dirs"])
+    check_split(name, split, splits)
+    sub = spec["image_dirs"][split]
+    root = find_root(opts.path, spec["folder"], ["classnames.txt", sub], spec["title"], spec["layout"])
     names_file = root / "classnames.txt"
     wnid_name = {}
     for n, line in enumerate(_lines(names_file), 1):
@@ -86,17 +90,25 @@ def load_imagenet(split: str, opts: StandardOptions) -> VLDataset:
         if not cname.strip():
             raise UserError(f"{names_file} line {n} is not 'WNID class name'; e.g. 'n01440764 tench'")
         wnid_name[wnid] = cname.strip()
-    folder = root / "images" / ("train" if split == "train" else "val")
-    if not folder.is_dir():
-        raise UserError(f"ImageNet not found: {folder} is missing; expected the layout {spec['layout']}")
-    wnids = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    unnamed = [w for w in wnids if w not in wnid_name]
-    if unnamed:
-        raise UserError(f"{names_file} has no class name for folder {folder / unnamed[0]}; "
-                        "use CoOp's classnames.txt (one 'WNID name' per class)")
-    paths, labels = class_folders(folder, wnids)
-    classnames = [clean_name(wnid_name[w]) for w in wnids]
-    return classification("imagenet", split, paths, labels, classnames, spec["templates"], opts, names_file, folder)
+    folder = root / sub
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if spec.get("numbered"):  # ImageNetV2: folder i holds class i of classnames.txt
+        order = list(wnid_name)
+        folders = [str(i) for i in range(len(order)) if str(i) in found]
+        labels_of = [int(f) for f in folders]
+        names = [wnid_name[w] for w in order]
+    else:
+        folders = found
+        unnamed = [w for w in folders if w not in wnid_name]
+        if unnamed:
+            raise UserError(f"{names_file} has no class name for folder {folder / unnamed[0]}; "
+                            "use CoOp's classnames.txt (one 'WNID name' per class)")
+        names = [wnid_name[w] for w in folders]
+        labels_of = list(range(len(folders)))
+    paths, positions = class_folders(folder, folders)
+    labels = [labels_of[i] for i in positions]
+    return classification(name, split, paths, labels, [clean_name(c) for c in names], spec["templates"], opts,
+                          names_file, folder)
 
 
 def load_fgvc_aircraft(split: str, opts: StandardOptions) -> VLDataset:
@@ -121,11 +133,13 @@ def load_fgvc_aircraft(split: str, opts: StandardOptions) -> VLDataset:
 
 def _register(name: str, loader) -> None:
     spec = SPEC[name]
-    description = f"CoOp's {spec['title']} from a local copy ({spec['layout']})"
-    register_dataset(name, StandardOptions, views=("class",), splits=SPLITS, default_view="class",
+    description = f"CoOp's {spec['title']} from a local copy ({spec['layout']})" + (
+        "; a domain-shift target (test only)" if tuple(spec.get("image_dirs", SPLITS)) == ("test",) else "")
+    splits = tuple(spec.get("image_dirs", SPLITS))  # the domain-shift targets have only a test split
+    register_dataset(name, StandardOptions, views=("class",), splits=splits, default_view="class",
                      description=description, needs_path=True)(loader)
 
 
 for _name in SPEC:
-    _register(_name, {"imagenet": load_imagenet, "fgvc_aircraft": load_fgvc_aircraft}.get(
-        _name, partial(load_split_file, _name)))
+    _register(_name, partial(load_imagenet, _name) if "image_dirs" in SPEC[_name] else
+              load_fgvc_aircraft if _name == "fgvc_aircraft" else partial(load_split_file, _name))
