@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import random
 import re
 from functools import partial
@@ -212,9 +211,9 @@ class WebDatasetStream:
                             f"{max(1, self.num_workers)} worker(s); use more shards, fewer workers, or resampled=true")
         return self.batch_size // world
 
-    def pipeline(self, epoch: int, start: int = 0, batched: bool = True):
-        """The ``webdataset.DataPipeline`` of this rank's share of ``epoch``: collated batches
-        (``batched``) or raw tar samples (dicts with ``__key__`` and ``__url__``)."""
+    def pipeline(self, epoch: int, start: int = 0):
+        """The ``webdataset.DataPipeline`` of this rank's share of ``epoch``, from batch ``start``:
+        collated batches of ``batch_size / ranks`` samples (a worker's last partial one dropped)."""
         wds = _wds()
         if self.resampled:
             stages = [wds.ResampledShards(self.urls, seed=_seed("resample", self.seed, epoch), deterministic=True)]
@@ -222,10 +221,9 @@ class WebDatasetStream:
             stages = [wds.SimpleShardList(self.urls), partial(_ordered_shards, seed=self.seed, epoch=epoch),
                       wds.split_by_node, wds.split_by_worker]
         stages += [wds.tarfile_to_samples(handler=_raise_clean),
-                   partial(_buffer_shuffle, bufsize=self.shuffle_buffer, seed=self.seed, epoch=epoch)]
-        if batched:
-            stages += [wds.batched(self.local_batch_size(), collation_fn=list, partial=False),
-                       partial(_skip, start=start), wds.map(partial(_collate_raw, collate=self.collate))]
+                   partial(_buffer_shuffle, bufsize=self.shuffle_buffer, seed=self.seed, epoch=epoch),
+                   wds.batched(self.local_batch_size(), collation_fn=list, partial=False),  # raw: decoded after the skip
+                   partial(_skip, start=start), wds.map(partial(_collate_raw, collate=self.collate))]
         return wds.DataPipeline(*stages)
 
     def batches(self, epoch: int, start: int = 0) -> Iterator:
