@@ -395,3 +395,11 @@ def test_coop_domain_shift_targets(tmp_path):
         data.load(f"imagenet_r={tmp_path}", split="train")
     with pytest.raises(UserError, match=r"imagenet-sketch/classnames.txt is missing"):
         data.load(f"imagenet_sketch={tmp_path}", split="test")
+
+
+@pytest.mark.parametrize("name", [n for n in data.DATASETS.names() if data.describe(n)["needs_path"]])
+def test_every_dataset_read_from_disk_names_a_missing_folder_in_one_line(tmp_path, name):
+    split = data.describe(name)["splits"][-1]
+    with pytest.raises(UserError) as e:
+        data.load(f"{name}={tmp_path / 'nothing-here'}", split=split)
+    assert "\n" not in str(e.value) and "nothing-here" in str(e.value)
