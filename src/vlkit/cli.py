@@ -131,13 +131,27 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_pretrain)
 
 
-def _pretrain(args: argparse.Namespace) -> None:
+def pretrain_config(args: argparse.Namespace):
+    """The resolved recipe. ``--device`` is its ``engine.device``; ``--data NAME@k=v`` its
+    ``data.name`` and ``data.options``: the recipe's options stay for the same dataset (the keys
+    named replaced) and are dropped for another one."""
     from . import pretrain
+    from .data import parse_spec
     from .recipes import recipe_path
 
-    given = [f"data.name={args.data}"] if args.data else []
-    given += [f"engine.device={args.device}"] if args.device else []
-    cfg = pretrain.load_config(recipe_path(args.config, "pretrain"), [*given, *args.overrides])
+    device = [f"engine.device={args.device}"] if args.device else []
+    cfg = pretrain.load_config(recipe_path(args.config, "pretrain"), [*device, *args.overrides])
+    if args.data:
+        name, options = grammar.split_data_spec(args.data)
+        same = parse_spec(name)[0] == parse_spec(grammar.split_data_spec(cfg.data.name)[0])[0]
+        cfg.data.name, cfg.data.options = name, {**(cfg.data.options if same else {}), **options}
+    return cfg
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from . import pretrain
+
+    cfg = pretrain_config(args)
     result = pretrain.run(cfg, resume=args.resume)
     print(f"trained {result.fit.step} steps ({result.fit.samples_per_s:.1f} samples/s); "
           f"model saved to {result.model_dir}")
@@ -208,6 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a command line. ``key=value`` words may come anywhere after the subcommand (also
+    after an option, where argparse alone would refuse them): they are the overrides."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    rest = grammar.take_overrides(args, extras)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """vlkit's own warnings ("vlkit: ...") print as one line; others keep Python's format."""
     text = str(message)
@@ -236,11 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> int:
     try:
-        parser = build_parser()
-        args, extras = parser.parse_known_args(argv)
-        rest = grammar.take_overrides(args, extras)
-        if rest:
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        args = parse_args(argv)
         rc = args.func(args)
     except UserError as e:
         print(f"vlkit: error: {e}", file=sys.stderr)
