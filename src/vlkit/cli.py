@@ -150,9 +150,12 @@ def pretrain_config(args: argparse.Namespace):
 
 def _pretrain(args: argparse.Namespace) -> None:
     from . import pretrain
+    from .engine.distributed import is_main_process
 
     cfg = pretrain_config(args)
     result = pretrain.run(cfg, resume=args.resume)
+    if not is_main_process():  # under torchrun every rank runs this; the summary is printed once
+        return
     print(f"trained {result.fit.step} steps ({result.fit.samples_per_s:.1f} samples/s); "
           f"model saved to {result.model_dir}")
     for key, value in result.metrics.get("metrics", {}).items():

@@ -53,6 +53,14 @@ def launched_by_torchrun() -> bool:
     return all(v in os.environ for v in TORCHRUN_VARS)
 
 
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or not under torchrun): the one that prints summaries."""
+    try:
+        return int(os.environ.get("RANK", "0")) == 0
+    except ValueError:
+        return True
+
+
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     """The one device rule of every subcommand (pretrain, adapt, eval; ``--device``).
 
