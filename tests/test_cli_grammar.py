@@ -22,7 +22,7 @@ def test_help_of_every_subcommand_imports_no_torch_scipy_or_sklearn():
     code = (
         "import sys\n"
         "from vlkit.cli import main\n"
-        "for argv in (['--help'], ['pretrain', '--help'], ['eval', '--help'], ['adapt', '--help'],\n"
+        "for argv in (['--help'], ['demo', '--help'], ['pretrain', '--help'], ['eval', '--help'], ['adapt', '--help'],\n"
         "             ['data', 'show', '--help'], ['models', '--help'], ['cache', '--help']):\n"
         "    try:\n"
         "        main(argv)\n"
@@ -60,6 +60,14 @@ def test_bad_data_options_are_one_line_errors(spec, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[")) as e:
         grammar.split_data_spec(spec)
     assert "\n" not in str(e.value)
+
+
+def test_a_list_of_specs_keeps_each_specs_options():
+    assert grammar.split_specs("shapes:color@textures=true,max_objects=1,digits,imagefolder=/d/x") == [
+        "shapes:color@textures=true,max_objects=1", "digits", "imagefolder=/d/x"]
+    assert grammar.split_specs("digits@a=1,openmoji@b=[1,2],c=3") == ["digits@a=1", "openmoji@b=[1,2],c=3"]
+    args = parse_args(["adapt", "--protocol", "cross", "--targets", "shapes:color@max_objects=1,n_test=8,digits"])
+    assert args.targets == ["shapes:color@max_objects=1,n_test=8", "digits"]
 
 
 def test_key_value_words_are_overrides_wherever_they_stand():

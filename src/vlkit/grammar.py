@@ -91,6 +91,21 @@ def data_options(items, example: str = "openmoji@skin_tones=false") -> dict[str,
     return options
 
 
+def split_specs(text: str) -> list[str]:
+    """A comma-separated list of dataset specs, whose options may hold commas too:
+    ``"shapes:color@textures=true,max_objects=1,digits"`` -> ``["shapes:color@textures=true,max_objects=1",
+    "digits"]`` (a ``key=value`` piece after a spec with ``@`` is one of its options)."""
+    specs: list[str] = []
+    for piece in (p.strip() for p in _split_items(text)):
+        if not piece:
+            continue
+        if specs and "@" in specs[-1] and _OPTION_ITEM.match(piece) and not any(c in piece for c in ":/@"):
+            specs[-1] += "," + piece
+        else:
+            specs.append(piece)
+    return specs
+
+
 def join_data_spec(spec: str, options: dict[str, Any]) -> str:
     """The inverse of :func:`split_data_spec`: ``("openmoji", {"skin_tones": False})`` ->
     ``"openmoji@skin_tones=false"``."""

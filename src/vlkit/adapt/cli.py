@@ -44,7 +44,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=["fewshot", "base2new", "cross", "domain"], default=None)
     p.add_argument("--shots", type=_csv(int), help="shots per class, e.g. 1,2,4,8,16")
     p.add_argument("--seeds", type=_csv(int), help="seeds, e.g. 1,2,3")
-    p.add_argument("--targets", type=_csv(str), help="cross/domain: test datasets, comma-separated")
+    p.add_argument("--targets", type=grammar.split_specs, metavar="SPEC[,SPEC...]",
+                   help="cross/domain: test datasets, comma-separated, each with its options "
+                        "(shapes:color@textures=true,max_objects=1,digits)")
     p.add_argument("--budget", type=float, help="fraction of each paper's training length (default 1)")
     p.add_argument("--views", type=int, help="augmented views per training image in the cache (default 10)")
     p.add_argument("--config", help="YAML file with AdaptConfig fields, or a shipped recipe's name "
