@@ -22,8 +22,8 @@ def test_help_of_every_subcommand_imports_no_torch_scipy_or_sklearn():
     code = (
         "import sys\n"
         "from vlkit.cli import main\n"
-        "for argv in (['--help'], ['demo', '--help'], ['pretrain', '--help'], ['eval', '--help'], ['adapt', '--help'],\n"
-        "             ['data', 'show', '--help'], ['models', '--help'], ['cache', '--help']):\n"
+        "for argv in (['--help'], ['demo', '--help'], ['pretrain', '--help'], ['eval', '--help'],\n"
+        "             ['adapt', '--help'], ['data', 'show', '--help'], ['models', '--help'], ['cache', '--help']):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit as e:\n"
@@ -38,7 +38,8 @@ def test_help_of_every_subcommand_imports_no_torch_scipy_or_sklearn():
 
 @pytest.mark.parametrize("spec, expected", [
     ("openmoji", ("openmoji", {})),
-    ("openmoji:subgroup@skin_tones=false,glyph_scale=0.5", ("openmoji:subgroup", {"skin_tones": False, "glyph_scale": 0.5})),
+    ("openmoji:subgroup@skin_tones=false,glyph_scale=0.5",
+     ("openmoji:subgroup", {"skin_tones": False, "glyph_scale": 0.5})),
     ("shapes@ks=[1,5],name=a", ("shapes", {"ks": [1, 5], "name": "a"})),
     ("imagefolder=/data/me@host/pets", ("imagefolder=/data/me@host/pets", {})),  # '@' inside a path
     ("captions=/d/{split}.csv@strict=true", ("captions=/d/{split}.csv", {"strict": True})),
