@@ -150,6 +150,14 @@ def test_one_device_rule_picks_the_gpu_in_pretrain_adapt_and_eval(one_gpu, monke
     assert main([*base, "--out", str(tmp_path / "b"), "--device", "cpu"]) == 2
     assert moved == [gpu, torch.device("cpu")]  # eval: the GPU by default, as pretrain and adapt
 
+    from types import SimpleNamespace
+
+    from vlkit.demo import pretrain_model
+
+    with pytest.raises(UserError, match="stop here"):
+        pretrain_model(SimpleNamespace(model_dir=tmp_path))
+    assert moved[-1] == gpu  # the demo evaluates its trained model there too
+
 
 def test_asking_for_a_gpu_that_is_not_there_is_one_line(monkeypatch):
     from vlkit.engine.distributed import pick_device

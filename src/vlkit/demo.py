@@ -73,9 +73,11 @@ def run_demo(out: str = "runs/demo", quick: bool = False) -> dict:
 
 
 def pretrain_model(result):
+    """The trained model, on the device every subcommand picks (the GPU when there is one)."""
     from . import models
+    from .engine.distributed import pick_device
 
-    return models.load(result.model_dir)
+    return models.load(result.model_dir).to(pick_device("auto"))
 
 
 def _summary(main: dict, extra: dict[str, dict], seconds: float, page: Path) -> dict:
