@@ -126,7 +126,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     grammar.add_overrides(p, "dotted overrides of the recipe's keys, e.g. engine.steps=200")
     grammar.add_data(p, "dataset to train on, with its options (sets the recipe's data.name), "
                         "e.g. openmoji@skin_tones=false")
-    grammar.add_device(p, default=None)
+    grammar.add_device(p, default=None, config_key="engine.device")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.set_defaults(func=_pretrain)
 

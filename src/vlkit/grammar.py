@@ -163,10 +163,12 @@ def add_data(parser: argparse.ArgumentParser, help: str, required: bool = False)
     parser.add_argument("--data", required=required, metavar="NAME[:VIEW][@k=v,...]", help=help)
 
 
-def add_device(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
+def add_device(parser: argparse.ArgumentParser, default: str | None = "auto", config_key: str | None = None) -> None:
+    """``--device``; with ``default=None`` the config's ``config_key`` decides (itself auto by default)."""
+    fallback = f"the config's {config_key}, auto unless set" if config_key else default
     parser.add_argument("--device", default=default, metavar="{auto,cpu,cuda}",
-                        help="where to run: auto (the GPU when CUDA is there, else the CPU), cpu, cuda "
-                             "or cuda:N (default: auto)")
+                        help=f"where to run: auto (the GPU when CUDA is there, else the CPU), cpu or cuda "
+                             f"(default: {fallback})")
 
 
 def take_overrides(args: argparse.Namespace, extras: list[str]) -> list[str]:

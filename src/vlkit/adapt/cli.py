@@ -54,7 +54,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default runs/adapt)")
     p.add_argument("--progress", action="store_true", default=None, help="show a progress bar per training run")
     p.add_argument("--list", action="store_true", help="list the methods and their keys, then exit")
-    grammar.add_device(p, default=None)
+    grammar.add_device(p, default=None, config_key="device")
     grammar.add_overrides(p, "method keys (n_ctx=4, coop.lr=0.01) or run settings (budget=0.1)")
     p.set_defaults(func=_adapt)
     return p
