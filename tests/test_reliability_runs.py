@@ -141,7 +141,9 @@ def test_metrics_lines_of_two_writers_never_interleave(tmp_path):
     ("engine.schedule.min_lr=nan", "schedule.min_lr must be a number >= 0, got nan"),
     ("engine.schedule.warmup_steps=-5", "schedule.warmup_steps must be an integer >= 0, got -5"),
     ("engine.schedule.name=cosin", "unknown lr schedule 'cosin'"),
-    ("engine.steps=5 engine.schedule.warmup_steps=10", "needs total_steps > warmup_steps"),
+    ("engine.steps=5 engine.schedule.warmup_steps=10",  # the hint names the keys that fix it
+     r"needs total_steps > warmup_steps \(got 5 and 10\); lower engine.schedule.warmup_steps below 5, "
+     r"or train longer \(engine.steps or engine.epochs;"),
     ("engine.grad_clip=nan", "grad_clip must be >= 0, got nan"),
     ("engine.batch_size=-4", "batch_size must be >= 1, got -4"),
     ("engine.num_workers=-1", "num_workers must be >= 0, got -1"),

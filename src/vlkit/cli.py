@@ -12,6 +12,7 @@ import sys
 import warnings
 from typing import Callable
 
+from . import grammar
 from .errors import UserError
 
 Handler = Callable[[argparse.Namespace], int | None]
@@ -25,7 +26,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_data_list)
 
     q = dsub.add_parser("show", help="write a contact sheet (images with their captions) as PNG")
-    q.add_argument("name", help="dataset name, optionally NAME:view (see `vlkit data list`)")
+    q.add_argument("name", metavar="NAME[:VIEW][@k=v,...]",
+                   help="dataset spec with its options, e.g. openmoji:group@skin_tones=false (see `vlkit data list`)")
     q.add_argument("--split", default="train", help="split to show (default: train)")
     q.add_argument("--n", type=int, default=32, help="number of images (default: 32)")
     q.add_argument("--seed", type=int, default=0, help="which images to pick (default: 0)")
@@ -33,7 +35,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_data_show)
 
     q = dsub.add_parser("export", help="export a dataset split to a user format")
-    q.add_argument("name", help="dataset name, optionally NAME:view")
+    q.add_argument("name", metavar="NAME[:VIEW][@k=v,...]",
+                   help="dataset spec with its options, e.g. shapes:color@max_objects=1")
     q.add_argument("out", help="output directory")
     q.add_argument("--format", required=True, choices=["webdataset", "captions", "imagefolder"])
     q.add_argument("--split", default="train", help="split to export (default: train)")
@@ -59,9 +62,16 @@ def _data_show(args: argparse.Namespace) -> None:
     if args.n < 1:  # before the dataset is built
         raise UserError(f"--n must be >= 1, got {args.n}; pass the number of images to show")
     ds = data.load(args.name, split=args.split)
-    out = args.out or f"{args.name.replace(':', '-').replace('/', '_')}-{args.split}.png"
+    out = args.out or f"{_file_stem(args.name)}-{args.split}.png"
     path = contact_sheet(ds, n=args.n, out_png=out, seed=args.seed)
     print(f"wrote {path} ({min(args.n, len(ds))} of {len(ds)} images)")
+
+
+def _file_stem(spec: str) -> str:
+    """A file name for a dataset spec: ``openmoji:group@skin_tones=false`` -> ``openmoji-group_skin_tones-false``."""
+    for old, new in ((":", "-"), ("/", "_"), ("@", "_"), ("=", "-"), (",", "_")):
+        spec = spec.replace(old, new)
+    return spec
 
 
 def _data_export(args: argparse.Namespace) -> None:
@@ -109,19 +119,43 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
         help="train or align a dual encoder from a YAML recipe",
         description="Train or align a dual encoder. CONFIG is a YAML recipe (configs/pretrain/); "
         "key=value pairs override its keys, dotted for sections (engine.optim.lr=1e-3).",
+        epilog="example: vlkit pretrain moji-lit --data openmoji@skin_tones=false engine.steps=200 "
+        "engine.optim.lr=1e-3",
     )
     p.add_argument("config", help="YAML recipe (configs/pretrain/moji-lit.yaml) or a shipped recipe's name (moji-lit)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
+    grammar.add_overrides(p, "dotted overrides of the recipe's keys, e.g. engine.steps=200")
+    grammar.add_data(p, "dataset to train on, with its options (sets the recipe's data.name), "
+                        "e.g. openmoji@skin_tones=false")
+    grammar.add_device(p, default=None, config_key="engine.device")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.set_defaults(func=_pretrain)
 
 
-def _pretrain(args: argparse.Namespace) -> None:
+def pretrain_config(args: argparse.Namespace):
+    """The resolved recipe. ``--device`` is its ``engine.device``; ``--data NAME@k=v`` its
+    ``data.name`` and ``data.options``: the recipe's options stay for the same dataset (the keys
+    named replaced) and are dropped for another one."""
     from . import pretrain
+    from .data import parse_spec
     from .recipes import recipe_path
 
-    cfg = pretrain.load_config(recipe_path(args.config, "pretrain"), args.overrides)
+    device = [f"engine.device={args.device}"] if args.device else []
+    cfg = pretrain.load_config(recipe_path(args.config, "pretrain"), [*device, *args.overrides])
+    if args.data:
+        name, options = grammar.split_data_spec(args.data)
+        same = parse_spec(name)[0] == parse_spec(grammar.split_data_spec(cfg.data.name)[0])[0]
+        cfg.data.name, cfg.data.options = name, {**(cfg.data.options if same else {}), **options}
+    return cfg
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from . import pretrain
+    from .engine.distributed import is_main_process
+
+    cfg = pretrain_config(args)
     result = pretrain.run(cfg, resume=args.resume)
+    if not is_main_process():  # under torchrun every rank runs this; the summary is printed once
+        return
     print(f"trained {result.fit.step} steps ({result.fit.samples_per_s:.1f} samples/s); "
           f"model saved to {result.model_dir}")
     for key, value in result.metrics.get("metrics", {}).items():
@@ -132,7 +166,9 @@ def _pretrain(args: argparse.Namespace) -> None:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job on the embedded default (what `make demo` runs)")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
-    p.add_argument("--quick", action="store_true", help="a sub-minute smoke run")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: 12 training steps (about a minute once the data is cached; "
+                        "the first run also builds the dataset)")
     p.set_defaults(func=_demo)
 
 
@@ -191,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a command line. ``key=value`` words may come anywhere after the subcommand (also
+    after an option, where argparse alone would refuse them): they are the overrides."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    rest = grammar.take_overrides(args, extras)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """vlkit's own warnings ("vlkit: ...") print as one line; others keep Python's format."""
     text = str(message)
@@ -219,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> int:
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        args = parse_args(argv)
         rc = args.func(args)
     except UserError as e:
         print(f"vlkit: error: {e}", file=sys.stderr)

@@ -30,3 +30,24 @@ def recipe_path(name_or_path: str | Path, kind: str | None = None) -> Path:
         known = [k.split("/", 1)[1] for k in known if k.startswith(kind + "/")]
     raise UserError(f"no recipe named {name_or_path!r}; shipped: {', '.join(known) or 'none'}; "
                     "or give the path of a YAML file")
+
+
+def command_writing(model_dir: str | Path) -> str | None:
+    """The command that writes ``model_dir`` (a run's ``model/`` folder): ``vlkit pretrain NAME``
+    for a shipped recipe whose ``out_dir`` holds it, ``vlkit demo`` for the demo's; else None."""
+    run_dir = Path(model_dir).expanduser()
+    if run_dir.name != "model":
+        return None
+    run_dir = run_dir.parent
+    if run_dir == Path("runs/demo"):
+        return "vlkit demo"
+    import yaml
+
+    for path in sorted((RECIPES / "pretrain").glob("*.yaml")):
+        try:
+            out_dir = (yaml.safe_load(path.read_text()) or {}).get("out_dir")
+        except (OSError, yaml.YAMLError):
+            continue
+        if out_dir and Path(out_dir) == run_dir:
+            return f"vlkit pretrain {path.stem}"
+    return None

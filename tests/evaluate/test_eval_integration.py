@@ -77,17 +77,28 @@ def test_dataset_spec_string_and_its_split_errors(tiny_clip):
         run(tiny_clip, "digits", ["zeroshot"], options={"zeroshot": {"split": "holdout"}})
 
 
-def test_dataset_options_reach_the_dataset_and_are_recorded(tmp_path, tiny_clip, capsys):
+@pytest.mark.parametrize("form", ["--data NAME@k=v", "old --data-option"])
+def test_dataset_options_reach_the_dataset_and_are_recorded(tmp_path, tiny_clip, capsys, form):
     from vlkit.cli import main
 
     options = {"n_train": 16, "n_val": 8, "n_test": 20, "image_size": 32}
     out = run(tiny_clip, "shapes:color", ["retrieval"], data_options=options, out_dir=tmp_path / "api")
     assert out["artifacts"]["retrieval"]["n_images"] == 20
     assert out["data"]["options"] == options
-    args = ["eval", "preset:tiny-clip", "--data", "shapes:color", "--suite", "retrieval", "--out", str(tmp_path / "cli"),
-            *(f"--data-option={k}={v}" for k, v in options.items())]
-    assert main(args) == 0
+    joined = ",".join(f"{k}={v}" for k, v in options.items())
+    if form == "old --data-option":
+        given = ["--data", "shapes:color", *(f"--data-option={k}={v}" for k, v in options.items())]
+        typo = [*given[:-1], "--data-option=n_tset=20"]
+    else:
+        given = ["--data", f"shapes:color@{joined}"]
+        typo = ["--data", "shapes:color@" + joined.replace("n_test", "n_tset")]
+    args = ["eval", "preset:tiny-clip", "--suite", "retrieval", "--out", str(tmp_path / "cli")]
+    assert main([*args, *given]) == 0
     saved = json.loads((tmp_path / "cli" / "metrics.json").read_text())
-    assert saved["data"]["options"] == options
-    assert main([*args[:-1], "--data-option=n_tset=20"]) == 2
-    assert "n_tset" in capsys.readouterr().err
+    assert saved["data"]["options"] == options and saved["data"]["spec"] == "shapes:color"
+    err = capsys.readouterr().err
+    note = f"vlkit: note: --data-option is an older form; write --data shapes:color@{joined}"
+    assert (note in err.splitlines()) == (form == "old --data-option")
+    assert main([*args[:-2], "--out", str(tmp_path / "typo"), *typo]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("vlkit: error: ") and "n_tset" in err and "n_test" in err  # the key and the valid ones

@@ -136,6 +136,24 @@ def test_trimmed_padding_gives_the_full_context_features(tiny):
     assert torch.allclose(text(tokens), full, atol=1e-5)
 
 
+def test_under_torch_compile_the_text_tower_skips_the_trim_with_no_graph_break(tiny, monkeypatch):
+    """The trim's length is data (int() of a tensor): compiled, the full context runs instead,
+    in one graph, with the same features as the trimmed eager path."""
+    tokens = tiny.tokenize(["a cat", "a small red heart on a table"])
+    text = tiny.text
+    with torch.no_grad():
+        trimmed = text(tokens, return_tokens=True)
+        with monkeypatch.context() as m:
+            m.setattr(torch.compiler, "is_compiling", lambda: True)
+            untrimmed = text(tokens, return_tokens=True)
+    assert trimmed["tokens"].shape[1] == 9 and untrimmed["tokens"].shape[1] == 32  # the two paths ran
+    assert torch.allclose(trimmed["pooled"], untrimmed["pooled"], atol=1e-5)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(text)(tokens)
+    torch._dynamo.reset()
+    assert explained.graph_break_count == 0, [str(r.reason)[:120] for r in explained.break_reasons]
+
+
 def test_the_last_block_computes_only_the_pooled_token(tiny, monkeypatch):
     """CLS and EOT pooling read one position: the last block runs for it alone, same features."""
     import vlkit.models.openclip_towers as O

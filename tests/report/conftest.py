@@ -86,6 +86,6 @@ def cli():
 def digits_run(tmp_path_factory, _private_cache) -> tuple[Path, CliResult]:
     out = tmp_path_factory.mktemp("eval-digits")
     result = run_cli(["eval", "preset:tiny-clip", "--data", "digits", "--suite", SUITES, "--out", str(out),
-                      "--option", "conformal.alpha=0.05", "--option", "retrieval.n_examples=3"])
+                      "conformal.alpha=0.05", "retrieval.n_examples=3"])
     assert result.rc == 0, result.err
     return out, result

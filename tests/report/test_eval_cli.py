@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from vlkit.evaluate import EVALUATORS
 from vlkit.evaluate.cli import SUITES as HELP_SUITES
 
@@ -31,7 +33,7 @@ def test_eval_writes_results_and_prints_the_numbers_of_metrics_json(digits_run, 
         recorded = saved["chance"].get(key)
         assert (chance == "" and recorded is None) or same_number(chance, recorded), (key, chance, recorded)
     assert f"report: {out / 'report.html'}" in result.out
-    # the --option values reached their suites
+    # the trailing SUITE.KEY=VALUE options reached their suites
     assert saved["config"]["conformal"]["alpha"] == 0.05
     assert saved["config"]["retrieval"]["n_examples"] == 3
 
@@ -46,14 +48,24 @@ def test_unknown_suite_is_one_line_listing_the_suites_and_exit_2(cli, tmp_path):
     assert not (tmp_path / "run").exists()  # nothing was evaluated or written
 
 
-def test_malformed_and_unknown_options_are_one_line_errors(cli):
+@pytest.mark.parametrize("form", ["trailing", "old --option"])
+def test_malformed_and_unknown_options_are_one_line_errors(cli, form):
     base = ["eval", "preset:tiny-clip", "--data", "digits", "--suite", "zeroshot"]
-    result = cli(base + ["--option", "alpha=0.1"])
-    assert result.rc == 2 and "SUITE.KEY=VALUE" in result.err and len(result.err.strip().splitlines()) == 1
-    result = cli(base + ["--option", "zeroshot.splt=val"])
+
+    def given(item):
+        return base + ([item] if form == "trailing" else ["--option", item])
+
+    result = cli(given("alpha=0.1"))
+    assert result.rc == 2 and "SUITE.KEY=VALUE" in result.err and result.err.strip().splitlines()[-1].startswith(
+        "vlkit: error: ")
+    result = cli(given("zeroshot.splt=val"))
     assert result.rc == 2 and "zeroshot.splt" in result.err and "split" in result.err
-    result = cli(base + ["--option", "conformal.alpha=0.1"])  # a suite that is not run
+    result = cli(given("conformal.alpha=0.1"))  # a suite that is not run
     assert result.rc == 2 and "'conformal'" in result.err
+    # the old form works and says, in one line, how to write it now
+    notes = [line for line in result.err.splitlines() if line.startswith("vlkit: note: ")]
+    assert notes == ([] if form == "trailing" else
+                     ["vlkit: note: --option is an older form; write the suite options last: conformal.alpha=0.1"])
 
 
 def test_help_names_exactly_the_registered_suites(cli):
@@ -62,5 +74,5 @@ def test_help_names_exactly_the_registered_suites(cli):
     assert result.rc == 0
     text = " ".join(result.out.split())  # argparse wraps lines
     assert f"comma-separated suites: {', '.join(EVALUATORS.names())}" in text
-    for flag in ("--data", "--suite", "--split", "--out", "--seed", "--option"):
+    for flag in ("--data", "--suite", "--split", "--out", "--seed", "--device", "key=value"):
         assert flag in text

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import torch
 
 from .. import config as vconfig
+from ..engine.distributed import pick_device
 from ..engine.lock import run_dir_lock
 from ..errors import UserError
 from .base import build_config, get_method, help_field, method_names
@@ -150,11 +151,8 @@ def check(cfg: AdaptConfig) -> AdaptConfig:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"device {name!r} is not one of auto, cpu, cuda")
-    return torch.device(name)
+    """The device rule of every subcommand: :func:`vlkit.engine.distributed.pick_device`."""
+    return pick_device(name)
 
 
 def run(method: str | Sequence[str] | None = None, data: str | None = None, model: Any = None, *,

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import yaml
 
 from ..errors import UserError
+from ..grammar import split_data_spec
 
 
 @dataclass
@@ -35,18 +35,8 @@ class Split:
 
 
 def parse_data(spec: str) -> tuple[str, dict]:
-    """``"NAME[:VIEW][=PATH][@k=v,...]"`` -> (data spec, load options)."""
-    spec = str(spec).strip()
-    head, sep, opts = spec.partition("@")
-    options = {}
-    if sep:
-        for item in filter(None, (s.strip() for s in opts.split(","))):
-            key, eq, value = item.partition("=")
-            if not eq or not key.strip():
-                raise UserError(f"dataset option {item!r} in {spec!r} is not key=value; "
-                                f"write e.g. {head}@glyph_scale=0.5")
-            options[key.strip()] = yaml.safe_load(value)
-    return head, options
+    """``"NAME[:VIEW][=PATH][@k=v,...]"`` -> (data spec, load options); :mod:`vlkit.grammar`'s form."""
+    return split_data_spec(spec)
 
 
 def load_split(spec: str, split: str, required: bool = True):

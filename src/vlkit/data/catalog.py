@@ -10,8 +10,10 @@ Addressing (one string, so the CLI can pass it as ``--data SPEC``):
 - ``NAME=PATH`` or ``NAME:VIEW=PATH`` for datasets read from disk:
   ``imagefolder=/data/pets``, ``captions=/data/train.csv``, ``webdataset:label=/d/s-{000..009}.tar``.
   Everything after the first ``=`` is the path, so paths may hold ``:`` and ``=``.
-- Keyword options go to :func:`load` (``load("shapes", max_objects=2)``); a view or path given
-  both in the spec and as a keyword must agree.
+- Options after ``@`` (:func:`vlkit.grammar.split_data_spec`, the CLI's one form):
+  ``openmoji:subgroup@skin_tones=false,glyph_scale=0.5``.
+- Keyword options go to :func:`load` (``load("shapes", max_objects=2)``); a view, path or
+  option given both in the spec and as a keyword must agree.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import yaml
 
 from .. import config
 from ..errors import UserError
+from ..grammar import merge_data_options
 from ..registry import Registry
 from .dataset import View, VLDataset
 
@@ -108,6 +111,7 @@ def load(name: str, split: str = "train", view: str | None = None, **options: An
 
     ``view=None`` uses the spec's view, else the dataset's default view.
     """
+    name, options = merge_data_options(name, options)
     ds_name, spec_view, spec_path = parse_spec(name)
     entry = DATASETS.get(ds_name)
     if spec_view and view and spec_view != view:

@@ -53,14 +53,33 @@ def launched_by_torchrun() -> bool:
     return all(v in os.environ for v in TORCHRUN_VARS)
 
 
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or not under torchrun): the one that prints summaries."""
+    try:
+        return int(os.environ.get("RANK", "0")) == 0
+    except ValueError:
+        return True
+
+
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"``: this rank's GPU when CUDA is there, else the CPU."""
-    if requested not in ("auto", "cpu", "cuda"):
-        raise UserError(f"unknown device {requested!r}; use auto, cpu or cuda")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("device cuda asked for, but no CUDA GPU is visible; use device: cpu")
+    """The one device rule of every subcommand (pretrain, adapt, eval; ``--device``).
+
+    ``"auto"``: this rank's GPU when CUDA is there, else the CPU; ``"cpu"``; ``"cuda"`` (this
+    rank's GPU) or ``"cuda:N"`` (GPU N), refused in one line when no GPU is visible.
+    """
+    requested = str(requested).strip().lower()
+    index = requested.partition(":")[2] if requested.startswith("cuda:") else None
+    if requested not in ("auto", "cpu", "cuda") and not (index and index.isdigit()):
+        raise UserError(f"unknown device {requested!r}; use auto, cpu or cuda (or cuda:N)")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {requested} asked for, but no CUDA GPU is visible; use --device cpu (or auto)")
     if requested == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
+    if index is not None:
+        if int(index) >= torch.cuda.device_count():
+            raise UserError(f"device {requested} asked for, but only {torch.cuda.device_count()} GPU(s) are "
+                            f"visible; use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return torch.device("cuda", int(index))
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 

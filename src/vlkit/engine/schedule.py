@@ -91,7 +91,9 @@ def check(cfg: ScheduleConfig) -> None:
     if cfg.name != "constant" and cfg.total_steps <= cfg.warmup_steps:
         raise UserError(
             f"schedule {cfg.name!r} needs total_steps > warmup_steps (got {cfg.total_steps} and "
-            f"{cfg.warmup_steps}); set schedule.total_steps to the number of training steps"
+            f"{cfg.warmup_steps}); lower engine.schedule.warmup_steps below {cfg.total_steps}, or train "
+            "longer (engine.steps or engine.epochs; engine.schedule.total_steps, when set, must exceed "
+            "the warm-up too)"
         )
 
 

@@ -5,14 +5,20 @@ Parsing only: the evaluation is :func:`vlkit.evaluate.run`, the page is
 subparsers; nothing heavy is imported until the command runs, so ``vlkit --help`` stays fast.
 
     vlkit eval preset:tiny-clip --data digits --suite zeroshot,retrieval,calibration,conformal
-    vlkit eval openclip:ViT-B-32@laion2b_s34b_b79k --data openmoji:subgroup --suite zeroshot \\
-        --option zeroshot.split=val --out runs/eval-vitb32
+    vlkit eval openclip:ViT-B-32@laion2b_s34b_b79k --data openmoji:subgroup@skin_tones=false \\
+        --suite zeroshot zeroshot.split=val --out runs/eval-vitb32
+
+The grammar (trailing SUITE.KEY=VALUE, ``--data NAME@k=v``, ``--device``) is
+:mod:`vlkit.grammar`'s, shared with every subcommand; ``--option`` and ``--data-option`` are
+older forms that still work and print a note.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from .. import grammar
 
 # The registered suites, for --help (tests/report checks this against vlkit.evaluate.EVALUATORS;
 # listing them here keeps `vlkit --help` from importing torch).
@@ -29,12 +35,14 @@ skips both towers."""
 EPILOG = """\
 examples:
   vlkit eval preset:tiny-clip --data digits --suite zeroshot,retrieval
-  vlkit eval preset:moji-lit-s --data openmoji:subgroup --suite zeroshot,calibration,conformal \\
-      --option conformal.alpha=0.05 --option calibration.n_bins=10 --out runs/eval-moji
-  vlkit eval runs/moji-lit/model --data openmoji --suite retrieval --split val
+  vlkit eval preset:moji-lit-s --data openmoji:subgroup@skin_tones=false \\
+      --suite zeroshot,calibration,conformal conformal.alpha=0.05 calibration.n_bins=10 --out runs/eval-moji
+  vlkit eval runs/moji-lit/model --data openmoji --suite retrieval --split val --device cpu
 
-Suite options (--option SUITE.KEY=VALUE, values read as YAML, e.g. retrieval.ks=[1,5]) are
-the fields of each suite's config; an unknown key lists the valid ones."""
+Suite options (trailing SUITE.KEY=VALUE, values read as YAML, e.g. retrieval.ks=[1,5]) are
+the fields of each suite's config; an unknown key lists the valid ones. Dataset options go
+after the dataset, --data NAME[:VIEW]@KEY=VALUE,... (see `vlkit data list`). The older
+--option SUITE.KEY=VALUE and --data-option KEY=VALUE still work."""
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -48,8 +56,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("model", help="preset:NAME, openclip:ARCH[@TAG_OR_FILE], hf:NAME_OR_DIR or a saved model "
                                  "directory (see `vlkit models list`)")
-    p.add_argument("--data", required=True, metavar="NAME[:VIEW]",
-                   help="dataset spec, e.g. digits, openmoji:subgroup, imagefolder=/path (see `vlkit data list`)")
+    grammar.add_overrides(p, "suite options, e.g. conformal.alpha=0.05 (the fields of each suite's config)")
+    grammar.add_data(p, "dataset spec with its options, e.g. digits, openmoji:subgroup@skin_tones=false, "
+                        "imagefolder=/path (see `vlkit data list`)", required=True)
     p.add_argument("--suite", required=True, metavar="S[,S...]",
                    help=f"comma-separated suites: {', '.join(SUITES)}")
     p.add_argument("--split", default=None,
@@ -57,11 +66,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/eval", help="run directory for the results (default: runs/eval)")
     p.add_argument("--seed", type=int, default=0, help="seed of random splits and samples (default: 0)")
     p.add_argument("--option", action="append", default=[], metavar="SUITE.KEY=VALUE",
-                   help="a suite option, repeatable, e.g. conformal.alpha=0.05")
+                   help="older form of a trailing SUITE.KEY=VALUE (still works)")
     p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a dataset option, repeatable, e.g. skin_tones=false for openmoji (see `vlkit data list`)")
+                   help="older form of --data NAME@KEY=VALUE (still works)")
     p.add_argument("--batch-size", type=int, default=64, help="images encoded at once (default: 64)")
-    p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: the model's)")
+    grammar.add_device(p)
     p.add_argument("--no-cache", action="store_true", help="encode images and texts again instead of using the feature cache")
     p.add_argument("--title", default=None, help="report heading (default: MODEL on DATA)")
     p.set_defaults(func=run_eval)
@@ -70,30 +79,20 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def parse_options(items: list[str]) -> dict[str, dict]:
     """``["conformal.alpha=0.05", ...]`` -> ``{"conformal": {"alpha": 0.05}}``."""
-    from ..config import parse_override
-    from ..errors import UserError
-
-    options: dict[str, dict] = {}
-    for item in items:
-        path, value = parse_override(item)
-        if len(path) != 2 or not all(path):
-            raise UserError(f"--option {item!r} must be SUITE.KEY=VALUE; write e.g. conformal.alpha=0.05")
-        options.setdefault(path[0], {})[path[1]] = value
-    return options
+    return grammar.nest_overrides(items, "SUITE", "conformal.alpha=0.05")
 
 
-def parse_data_options(items: list[str]) -> dict:
-    """``["skin_tones=false"]`` -> ``{"skin_tones": False}`` (values parsed as YAML scalars)."""
-    from ..config import parse_override
-    from ..errors import UserError
-
-    options = {}
-    for item in items:
-        path, value = parse_override(item)
-        if len(path) != 1 or not path[0]:
-            raise UserError(f"--data-option {item!r} must be KEY=VALUE; write e.g. skin_tones=false")
-        options[path[0]] = value
-    return options
+def resolve_args(args: argparse.Namespace) -> tuple[str, dict, dict[str, dict]]:
+    """(dataset spec, dataset options, suite options) from the one grammar and its older forms;
+    an older form prints one note naming the new one."""
+    if args.option:
+        grammar.note(f"--option is an older form; write the suite options last: {' '.join(args.option)}")
+    options = parse_options([*args.option, *args.overrides])
+    old = grammar.data_options(args.data_option)
+    spec, data_options = grammar.merge_data_options(args.data, old)
+    if old:
+        grammar.note(f"--data-option is an older form; write --data {grammar.join_data_spec(spec, data_options)}")
+    return spec, data_options, options
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -103,11 +102,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    options = parse_options(args.option)
-    results = run(args.model, args.data, args.suite, out_dir=args.out, seed=args.seed, options=options,
+    spec, data_options, options = resolve_args(args)
+    results = run(args.model, spec, args.suite, out_dir=args.out, seed=args.seed, options=options,
                   split=args.split, batch_size=args.batch_size, device=args.device, cache=not args.no_cache,
-                  data_options=parse_data_options(args.data_option))
-    path = report.write(args.out, dataset=args.data, title=args.title)
+                  data_options=data_options)
+    path = report.write(args.out, dataset=grammar.join_data_spec(spec, data_options), title=args.title)
     print_table(results)
     out = Path(args.out)
     print(f"wrote {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'artifacts.json'}")

@@ -33,8 +33,20 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from .. import config as _config
+from ..engine.distributed import pick_device
 from ..engine.lock import run_dir_lock
 from ..errors import UserError
+from ..grammar import merge_data_options
+from . import (  # noqa: F401  (importing registers the evaluators)
+    calibration,
+    compositional,
+    conformal,
+    linear_probe,
+    retrieval,
+    reward,
+    robustness,
+    zeroshot,
+)
 from .base import EVALUATORS, Evaluator
 from .context import EvalContext
 
@@ -64,10 +76,16 @@ def run(
     dataset. ``options``: ``{suite: {option: value}}``, checked against each suite's Config.
     ``split``: the split every suite scores (its ``split`` / ``test_split`` option) unless
     ``options`` says otherwise. ``data_options``: dataset options for a spec (e.g.
-    ``{"skin_tones": False}`` for openmoji), as :func:`vlkit.data.load` takes them. ``history`` and ``config`` (the training run's log and resolved
-    config, when a trainer calls this) are kept in metrics.json as ``history`` / ``run_config``.
+    ``{"skin_tones": False}`` for openmoji), as :func:`vlkit.data.load` takes them; a spec may
+    carry them itself (``"openmoji@skin_tones=false"``). ``device``: where a model given as a spec
+    runs, by the rule of every subcommand (:func:`vlkit.engine.distributed.pick_device`; None:
+    auto, the GPU when CUDA is there); a model object moves only when ``device`` is given.
+    ``history`` and ``config`` (the training run's log and resolved config, when a trainer calls
+    this) are kept in metrics.json as ``history`` / ``run_config``.
     """
     evaluators = build_evaluators(suites, options, default_split=split)
+    if isinstance(data, str):
+        data, data_options = merge_data_options(data, data_options)
     # one evaluation per --out: a second one into the same folder is refused (naming the PID)
     # before any work, so the folder's three files always come from one run
     with run_dir_lock(out_dir or ".", enabled=out_dir is not None):
@@ -82,6 +100,11 @@ def _run(evaluators, model, data, out_dir, seed, *, batch_size, device, cache, d
         from .. import models
 
         model_name, model = str(model), models.load(str(model))
+        device = device or "auto"
+    if device is not None:
+        device = pick_device(str(device))
+        if callable(getattr(model, "to", None)):
+            model.to(device)
     ctx = EvalContext.from_model(model, data, seed=seed, batch_size=batch_size, device=device, cache=cache,
                                  data_options=data_options, model_name=model_name)
     metrics, chance, artifacts = {}, {}, {}

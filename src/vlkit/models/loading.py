@@ -23,6 +23,7 @@ import yaml
 
 from ..config import build, read_yaml
 from ..errors import UserError
+from ..recipes import command_writing
 from ..registry import Registry
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -105,6 +106,11 @@ def resolve(spec) -> dict | Path:
         if not isinstance(data, dict):
             raise UserError(f"{path} must hold a model config mapping")
         return _with_source(data.get("model", data), str(path))
+    if not path.exists() and (len(path.parts) > 1 or spec.startswith((".", "~"))):
+        command = command_writing(path)
+        how = (f"run `{command}` first" if command else
+               "check the path, or train one first (`vlkit pretrain RECIPE` writes OUT_DIR/model)")
+        raise UserError(f"model folder {spec} not found; {how}")
     _load_presets()
     raise UserError(
         f"unknown model spec {spec!r}; use preset:NAME (one of {', '.join(PRESETS.names())}), "

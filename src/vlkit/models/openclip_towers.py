@@ -320,10 +320,12 @@ class OpenCLIPTextTower(PromptableTextTower):
         position sees only those before it, so with EOT/EOS pooling the columns after the
         batch's last EOT never reach the pooled feature. Dropping them makes the text tower
         several times cheaper on short captions and leaves the output unchanged (up to float
-        rounding of smaller matrix products).
+        rounding of smaller matrix products). Under ``torch.compile`` the full context runs: the
+        trimmed length is data (``int()`` of a tensor), a graph break and a recompile per length.
         """
         tokens = self.as_tokens(tokens)
-        if self.attn_mask is not None and self.pool_type in ("argmax", "eos"):
+        trim = not torch.compiler.is_compiling()
+        if trim and self.attn_mask is not None and self.pool_type in ("argmax", "eos"):
             n = int(tokens["attention_mask"].sum(dim=1).max())
             tokens = {k: v[:, :n] for k, v in tokens.items()}  # (B, n)
         return super().forward(tokens, return_tokens=return_tokens)
