@@ -16,7 +16,7 @@ import vlkit.models as M
 from vlkit.errors import UserError
 from vlkit.models.export import export
 
-from test_hf import TEXTS, WORDS, _TEXT, _VISION, _save_tokenizer
+from hf_tiny import TEXTS, save_tiny_bert, save_tiny_hf
 
 
 def _perturb(model, seed: int = 0):
@@ -58,15 +58,8 @@ def test_open_clip_loads_the_export_with_the_same_embeddings(tmp_path):
 
 @pytest.fixture(scope="module", params=["clip", "siglip"])
 def hf_model(request, tmp_path_factory):
-    from transformers import CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
-
     path = tmp_path_factory.mktemp(request.param)
-    if request.param == "clip":
-        model = CLIPModel(CLIPConfig(text_config=_TEXT, vision_config=_VISION, projection_dim=16))
-    else:
-        model = SiglipModel(SiglipConfig(text_config=dict(_TEXT, projection_size=48), vision_config=_VISION))
-    model.save_pretrained(str(path))
-    _save_tokenizer(path, 12)
+    save_tiny_hf(path, request.param)
     return request.param, _perturb(M.load(f"hf:{path}"))
 
 
@@ -96,14 +89,7 @@ def test_transformers_loads_the_hf_export_with_the_same_embeddings(hf_model, tmp
 
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory):
-    from transformers import BertConfig, BertModel
-
-    path = tmp_path_factory.mktemp("bert")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=16, pad_token_id=0)).save_pretrained(str(path))
-    _save_tokenizer(path, 12)
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("bert"))
 
 
 def composed(bert_dir, text_head: str = "linear") -> dict:

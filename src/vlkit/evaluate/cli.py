@@ -32,6 +32,7 @@ examples:
   vlkit eval preset:moji-lit-s --data openmoji:subgroup --suite zeroshot,calibration,conformal \\
       --option conformal.alpha=0.05 --option calibration.n_bins=10 --out runs/eval-moji
   vlkit eval runs/moji-lit/model --data openmoji --suite retrieval --split val
+  vlkit eval preset:moji-lit-s --adapter runs/adapt/lora/.../adapter --data openmoji:subgroup --suite zeroshot
 
 Suite options (--option SUITE.KEY=VALUE, values read as YAML, e.g. retrieval.ks=[1,5]) are
 the fields of each suite's config; an unknown key lists the valid ones."""
@@ -64,6 +65,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: the model's)")
     p.add_argument("--no-cache", action="store_true", help="encode images and texts again instead of using the feature cache")
     p.add_argument("--title", default=None, help="report heading (default: MODEL on DATA)")
+    p.add_argument("--adapter", default=None, metavar="DIR",
+                   help="merge a LoRA adapter in PEFT format (adapter_config.json, as `vlkit adapt --method lora` "
+                        "or peft writes it) into MODEL before evaluating (docs/interop.md)")
     p.set_defaults(func=run_eval)
     return p
 
@@ -104,7 +108,14 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     options = parse_options(args.option)
-    results = run(args.model, args.data, args.suite, out_dir=args.out, seed=args.seed, options=options,
+    model = args.model
+    if args.adapter:
+        from ..models import load
+        from ..models.peft_adapter import apply_lora
+
+        model = apply_lora(load(args.model), args.adapter)
+        print(f"merged the LoRA adapter {args.adapter} into {args.model}")
+    results = run(model, args.data, args.suite, out_dir=args.out, seed=args.seed, options=options,
                   split=args.split, batch_size=args.batch_size, device=args.device, cache=not args.no_cache,
                   data_options=parse_data_options(args.data_option))
     path = report.write(args.out, dataset=args.data, title=args.title)
