@@ -142,14 +142,17 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(out=args.out, quick=args.quick)
 
 
+_EXPORT_DESCRIPTION = (
+    "Write MODEL in its peer library's format: --to open_clip (models built by open_clip) writes "
+    "open_clip_config.json + open_clip_model.safetensors (+ ARCH.json) for "
+    "open_clip.create_model_and_transforms('local-dir:OUT'); --to hf writes a save_pretrained folder for hf: "
+    "CLIP/SigLIP models, or the Hugging Face text tower (+ text head) of a composed model (the image tower "
+    "stays a vlkit model). See docs/interop.md.")
+
+
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export", help="write a model as an open_clip or Hugging Face checkpoint",
-        description="Write MODEL in its peer library's format: --to open_clip (models built by open_clip) "
-        "writes open_clip_config.json + open_clip_model.safetensors (+ ARCH.json) for "
-        "open_clip.create_model_and_transforms('local-dir:OUT'); --to hf writes a save_pretrained folder "
-        "for hf: CLIP/SigLIP models, or the Hugging Face text tower (+ text head) of a composed model "
-        "(the image tower stays a vlkit model). See docs/interop.md.")
+    p = sub.add_parser("export", help="write a model as an open_clip or Hugging Face checkpoint",
+                       description=_EXPORT_DESCRIPTION)
     p.add_argument("model", help="preset:NAME, openclip:ARCH[@TAG_OR_FILE], hf:NAME_OR_DIR or a saved model directory")
     p.add_argument("--to", required=True, choices=["open_clip", "hf"], help="target library")
     p.add_argument("out", help="output folder (new or empty)")

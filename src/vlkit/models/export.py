@@ -174,7 +174,7 @@ def _write_hf(model, out: Path) -> dict:
 
 
 def _write_hf_dual(model, out: Path) -> dict:
-    from .hf_common import from_config
+    from .hf_common import from_config, quiet
     from .hf_towers import _classes
 
     family = model.config["family"]
@@ -185,7 +185,8 @@ def _write_hf_dual(model, out: Path) -> dict:
     except RuntimeError as e:
         raise UserError(f"this model's weights do not fit transformers' {model_cls.__name__} "
                         f"({str(e).splitlines()[0][:200]}); it cannot be exported --to hf") from None
-    hf.save_pretrained(str(out))
+    with quiet():  # no progress bar per shard
+        hf.save_pretrained(str(out))
     model.text.save_assets(out)
     _image_processor(family, model).save_pretrained(str(out))
     return {"hf": {"class": model_cls.__name__, "load": f"transformers.{model_cls.__name__}.from_pretrained(OUT)"}}
@@ -204,8 +205,11 @@ def _image_processor(family: str, model):
 def _write_hf_text(model, out: Path) -> dict:
     from safetensors.torch import save_file
 
+    from .hf_common import quiet
+
     text = model.text
-    text.model.save_pretrained(str(out / "text"))
+    with quiet():
+        text.model.save_pretrained(str(out / "text"))
     text.save_assets(out / "text")
     head = {k: v.detach().cpu().contiguous() for k, v in model.text_proj.state_dict().items()}
     head_cfg = model.config.get("text_head", {})
