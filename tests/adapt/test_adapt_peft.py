@@ -81,6 +81,27 @@ def test_peft_loads_a_text_tower_lora_onto_the_sentence_encoder(tmp_path):
     assert torch.allclose((hidden * m).sum(1) / m.sum(1), want, atol=1e-5)
 
 
+def test_an_adapter_peft_itself_wrote_merges_into_the_vlkit_model(tmp_path):
+    """Coming from peft: a LoRA trained on the transformers CLIPModel, evaluated in vlkit."""
+    peft = pytest.importorskip("peft", reason="peft is not installed (pip install vlkit[peft])")
+    from transformers import AutoModel
+
+    save_tiny_hf(tmp_path / "base", "clip")
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "fc1"], init_lora_weights=False)
+    peft_model = peft.get_peft_model(AutoModel.from_pretrained(str(tmp_path / "base")), config).eval()
+    peft_model.save_pretrained(str(tmp_path / "theirs"))  # B random (init_lora_weights=False): not a no-op
+    assert not (tmp_path / "theirs" / "vlkit_adapter.json").exists()
+    model = apply_lora(models.load(f"hf:{tmp_path / 'base'}"), tmp_path / "theirs")
+    x, tokens = _images(), model.tokenize(TEXTS)
+    with torch.no_grad():
+        img = F.normalize(peft_model.get_image_features(pixel_values=x).pooler_output, dim=-1)
+        txt = F.normalize(peft_model.get_text_features(**tokens).pooler_output, dim=-1)
+        assert torch.allclose(model.encode_image(x), img, atol=1e-5)
+        assert torch.allclose(model.encode_text(TEXTS), txt, atol=1e-5)
+        plain = models.load(f"hf:{tmp_path / 'base'}")
+        assert not torch.allclose(plain.encode_image(x), img, atol=1e-3)
+
+
 def test_a_fused_projection_lora_merges_to_the_methods_own_merge(tiny_model, tmp_path):
     """tiny-clip's attention is nn.MultiheadAttention (fused q/k/v): stored as one rank-3r LoRA."""
     lora = _trained_lora(tiny_model, projections=["q", "v"])
