@@ -157,6 +157,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", required=True, choices=["open_clip", "hf"], help="target library")
     p.add_argument("out", help="output folder (new or empty)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
+    p.add_argument("--adapter", default=None, metavar="DIR",
+                   help="merge a LoRA adapter in PEFT format (as `vlkit adapt --method lora` writes it) first")
     p.set_defaults(func=_export)
 
 
@@ -169,7 +171,7 @@ def _export(args: argparse.Namespace) -> None:
 
     from .models.export import MARKER, export
 
-    out = export(args.model, args.to, args.out, overwrite=args.overwrite)
+    out = export(args.model, args.to, args.out, overwrite=args.overwrite, adapter=args.adapter)
     info = json.loads((out / MARKER).read_text()).get("hf", {})
     hint = _LOAD_HINT[args.to].format(out=out)
     if "text" in info:

@@ -151,3 +151,18 @@ def test_adapter_errors_are_one_line(tiny_model, tmp_path):
     lora = _trained_lora(tiny_model).save(tmp_path / "lora")
     with pytest.raises(UserError, match="apply it to the model it was trained on"), pytest.warns(UserWarning):
         apply_lora(models.load(bert_model), lora)
+
+
+def test_export_with_an_adapter_writes_the_adapted_model(tiny_model, tmp_path):
+    import open_clip
+
+    from vlkit.models.export import export
+
+    adapter = _trained_lora(tiny_model).save(tmp_path / "adapter")
+    out = export("preset:tiny-clip", "open_clip", tmp_path / "oc", adapter=adapter)
+    peer = open_clip.create_model_and_transforms(f"local-dir:{out}")[0].eval()
+    adapted = apply_lora(models.load("preset:tiny-clip"), adapter)
+    x = _images()
+    with torch.no_grad():
+        assert torch.allclose(peer.encode_image(x, normalize=True), adapted.encode_image(x), atol=1e-5)
+        assert not torch.allclose(peer.encode_image(x, normalize=True), tiny_model.encode_image(x), atol=1e-3)

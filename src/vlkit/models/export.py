@@ -19,7 +19,9 @@ What each target writes, and which models it takes (the towers decide, not a fla
   ``vlkit_export.json``. The image tower (convvit, cnn, timm) has no Hugging Face class: it
   stays a vlkit model (``vlkit.models.load(MODEL)``), as ``vlkit_export.json`` says.
 
-Anything else is refused in one line naming what can be exported. Every export is written to a
+``adapter=DIR`` (``--adapter DIR``) exports the model with a LoRA adapter in PEFT format merged
+into its weights (:mod:`vlkit.models.peft_adapter`). Anything else is refused in one line
+naming what can be exported. Every export is written to a
 staging folder next to OUT and renamed into place, so OUT never holds half an export.
 """
 
@@ -38,8 +40,9 @@ TARGETS = ("open_clip", "hf")
 MARKER = "vlkit_export.json"  # every export has one; --overwrite replaces only folders that do
 
 
-def export(model, to: str, out: str | Path, overwrite: bool = False) -> Path:
-    """Write ``model`` (a DualEncoder or a spec for :func:`vlkit.models.load`) as ``to`` in ``out``."""
+def export(model, to: str, out: str | Path, overwrite: bool = False, adapter: str | Path | None = None) -> Path:
+    """Write ``model`` (a DualEncoder or a spec for :func:`vlkit.models.load`) as ``to`` in ``out``;
+    with ``adapter`` (a LoRA folder in PEFT format), the model with the adapter merged in."""
     from .loading import load
 
     if to not in TARGETS:
@@ -48,6 +51,14 @@ def export(model, to: str, out: str | Path, overwrite: bool = False) -> Path:
     _check_out(out, overwrite)
     spec = model if isinstance(model, (str, Path)) else None
     model = load(model)
+    if adapter is not None:
+        from .peft_adapter import apply_lora
+
+        if spec is None:  # merging changes the weights: never the caller's model
+            import copy
+
+            model = copy.deepcopy(model)
+        model = apply_lora(model, adapter)
     writer = {"open_clip": _write_openclip, "hf": _write_hf}[to]
     stage = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(stage, ignore_errors=True)
@@ -55,7 +66,7 @@ def export(model, to: str, out: str | Path, overwrite: bool = False) -> Path:
     try:
         info = writer(model, stage)
         info.update(format="vlkit.export", target=to, source=str(spec) if spec else model.config.get("source"),
-                    fingerprint=model.fingerprint())
+                    adapter=str(adapter) if adapter is not None else None, fingerprint=model.fingerprint())
         (stage / MARKER).write_text(json.dumps(info, indent=2, default=str) + "\n")
         _move_into_place(stage, out)
     finally:
