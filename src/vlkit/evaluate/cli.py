@@ -21,7 +21,8 @@ SUITES = ("calibration", "compositional", "conformal", "linear_probe", "retrieva
 
 DESCRIPTION = """\
 Evaluate a dual encoder on a dataset with one or more suites, write metrics.json,
-artifacts.json, metrics.md and report.html in --out, and print the metrics with their
+artifacts.json, metrics.md, report.html and CLIP_benchmark's per-suite result files
+(clip_benchmark/, for `clip_benchmark build`) in --out, and print the metrics with their
 chance levels. Image features are cached (keyed by model, data and transform) and text
 features too (keyed by model and texts), so a second evaluation of the same model and data
 skips both towers."""
@@ -121,7 +122,8 @@ def run_eval(args: argparse.Namespace) -> int:
     path = report.write(args.out, dataset=args.data, title=args.title)
     print_table(results)
     out = Path(args.out)
-    print(f"wrote {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'artifacts.json'}")
+    print(f"wrote {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'artifacts.json'} and "
+          f"{out / 'clip_benchmark'}/ (CLIP_benchmark's result files)")
     print(f"report: {path}")
     return 0
 
