@@ -166,3 +166,17 @@ def test_export_with_an_adapter_writes_the_adapted_model(tiny_model, tmp_path):
     with torch.no_grad():
         assert torch.allclose(peer.encode_image(x, normalize=True), adapted.encode_image(x), atol=1e-5)
         assert not torch.allclose(peer.encode_image(x, normalize=True), tiny_model.encode_image(x), atol=1e-3)
+
+
+def test_vlkit_adapt_lora_leaves_an_adapter_that_eval_merges(tiny_model, tmp_path):
+    out = adapt.run("lora", "digits", tiny_model, shots=[1], seeds=[1], views=1, budget=0.01, device="cpu",
+                    out=str(tmp_path / "run"))
+    folder = tmp_path / "run" / "lora" / "1shot" / "seed1" / "adapter"
+    assert out["paths"]["json"].is_file()
+    assert {"method.json", "adapter.safetensors", "adapter_config.json", "adapter_model.safetensors",
+            "vlkit_adapter.json"} <= {p.name for p in folder.iterdir()}
+    lora = adapt.load_method(folder, tiny_model).eval()
+    merged = apply_lora(models.load("preset:tiny-clip"), folder)
+    batch = {"images": _images()}
+    with torch.no_grad():
+        assert torch.allclose(lora.merged_logits(merged, batch), lora.logits(batch), atol=1e-4)
