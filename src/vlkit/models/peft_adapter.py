@@ -108,7 +108,7 @@ def _map(name: str, prefixes: dict[str, str], reverse: bool = False) -> str | No
 def write_lora(path: str | Path, model, updates: list[LoRAUpdate], *, rslora: bool, dropout: float = 0.0,
                extra: dict | None = None) -> Path:
     """Write ``updates`` (of ``model``) as a PEFT LoRA folder; returns the folder."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from ..engine.checkpoint import atomic_write
 
@@ -139,8 +139,9 @@ def write_lora(path: str | Path, model, updates: list[LoRAUpdate], *, rslora: bo
     meta = {"format": "vlkit.lora_adapter", "base": kind, "prefixes": prefixes,
             "model_fingerprint": model.fingerprint(), **(extra or {})}
     path.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path / WEIGHTS), metadata={"format": "pt"})
-    for name, data in ((CONFIG, config), (META, meta)):
+    blob = save(tensors, metadata={"format": "pt"})
+    atomic_write(path / WEIGHTS, lambda f: f.write(blob), what="LoRA adapter weights")
+    for name, data in ((CONFIG, config), (META, meta)):  # each file whole or not at all
         text = json.dumps(data, indent=2, default=str).encode("utf-8")
         atomic_write(path / name, lambda f, t=text: f.write(t), what=name)
     return path
