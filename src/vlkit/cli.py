@@ -178,6 +178,43 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(out=args.out, quick=args.quick)
 
 
+_EXPORT_DESCRIPTION = (
+    "Write MODEL in its peer library's format: --to open_clip (models built by open_clip) writes "
+    "open_clip_config.json + open_clip_model.safetensors (+ ARCH.json) for "
+    "open_clip.create_model_and_transforms('local-dir:OUT'); --to hf writes a save_pretrained folder for hf: "
+    "CLIP/SigLIP models, or the Hugging Face text tower (+ text head) of a composed model (the image tower "
+    "stays a vlkit model). See docs/interop.md.")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a model as an open_clip or Hugging Face checkpoint",
+                       description=_EXPORT_DESCRIPTION)
+    p.add_argument("model", help="preset:NAME, openclip:ARCH[@TAG_OR_FILE], hf:NAME_OR_DIR or a saved model directory")
+    p.add_argument("--to", required=True, choices=["open_clip", "hf"], help="target library")
+    p.add_argument("out", help="output folder (new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
+    p.add_argument("--adapter", default=None, metavar="DIR",
+                   help="merge a LoRA adapter in PEFT format (as `vlkit adapt --method lora` writes it) first")
+    p.set_defaults(func=_export)
+
+
+_LOAD_HINT = {"open_clip": "open_clip.create_model_and_transforms('local-dir:{out}')",
+              "hf": "transformers.AutoModel.from_pretrained('{out}')"}
+
+
+def _export(args: argparse.Namespace) -> None:
+    import json
+
+    from .models.export import MARKER, export
+
+    out = export(args.model, args.to, args.out, overwrite=args.overwrite, adapter=args.adapter)
+    info = json.loads((out / MARKER).read_text()).get("hf", {})
+    hint = _LOAD_HINT[args.to].format(out=out)
+    if "text" in info:
+        hint = f"{_LOAD_HINT['hf'].format(out=out / 'text')} (text tower; the image tower stays a vlkit model)"
+    print(f"exported {args.model} to {out}; load it with {hint}")
+
+
 def _add_cache(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "cache", help="what vlkit keeps in its user cache: sizes, clearing",
@@ -222,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .adapt.cli import add_cli as _add_adapt
     from .evaluate.cli import add_cli as _add_eval
 
-    for add in (_add_demo, _add_pretrain, _add_adapt, _add_eval, _add_data, _add_models, _add_cache):
+    for add in (_add_demo, _add_pretrain, _add_adapt, _add_eval, _add_data, _add_models, _add_export,
+                _add_cache):
         add(sub)
     return parser
 

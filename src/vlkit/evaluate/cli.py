@@ -27,7 +27,8 @@ SUITES = ("calibration", "compositional", "conformal", "linear_probe", "retrieva
 
 DESCRIPTION = """\
 Evaluate a dual encoder on a dataset with one or more suites, write metrics.json,
-artifacts.json, metrics.md and report.html in --out, and print the metrics with their
+artifacts.json, metrics.md, report.html and CLIP_benchmark's per-suite result files
+(clip_benchmark/, for `clip_benchmark build`) in --out, and print the metrics with their
 chance levels. Image features are cached (keyed by model, data and transform) and text
 features too (keyed by model and texts), so a second evaluation of the same model and data
 skips both towers."""
@@ -38,6 +39,7 @@ examples:
   vlkit eval preset:moji-lit-s --data openmoji:subgroup@skin_tones=false \\
       --suite zeroshot,calibration,conformal conformal.alpha=0.05 calibration.n_bins=10 --out runs/eval-moji
   vlkit eval runs/moji-lit/model --data openmoji --suite retrieval --split val --device cpu
+  vlkit eval preset:moji-lit-s --adapter runs/adapt/lora/.../adapter --data openmoji:subgroup --suite zeroshot
 
 Suite options (trailing SUITE.KEY=VALUE, values read as YAML, e.g. retrieval.ks=[1,5]) are
 the fields of each suite's config; an unknown key lists the valid ones. Dataset options go
@@ -73,6 +75,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     grammar.add_device(p)
     p.add_argument("--no-cache", action="store_true", help="encode images and texts again instead of using the feature cache")
     p.add_argument("--title", default=None, help="report heading (default: MODEL on DATA)")
+    p.add_argument("--adapter", default=None, metavar="DIR",
+                   help="merge a LoRA adapter in PEFT format (adapter_config.json, as `vlkit adapt --method lora` "
+                        "or peft writes it) into MODEL before evaluating (docs/interop.md)")
     p.set_defaults(func=run_eval)
     return p
 
@@ -103,13 +108,21 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     spec, data_options, options = resolve_args(args)
-    results = run(args.model, spec, args.suite, out_dir=args.out, seed=args.seed, options=options,
+    model = args.model
+    if args.adapter:
+        from ..models import load
+        from ..models.peft_adapter import apply_lora
+
+        model = apply_lora(load(args.model), args.adapter)
+        print(f"merged the LoRA adapter {args.adapter} into {args.model}")
+    results = run(model, spec, args.suite, out_dir=args.out, seed=args.seed, options=options,
                   split=args.split, batch_size=args.batch_size, device=args.device, cache=not args.no_cache,
                   data_options=data_options)
     path = report.write(args.out, dataset=grammar.join_data_spec(spec, data_options), title=args.title)
     print_table(results)
     out = Path(args.out)
-    print(f"wrote {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'artifacts.json'}")
+    print(f"wrote {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'artifacts.json'} and "
+          f"{out / 'clip_benchmark'}/ (CLIP_benchmark's result files)")
     print(f"report: {path}")
     return 0
 

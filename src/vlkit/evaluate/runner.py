@@ -17,7 +17,8 @@ and collects one results dict::
     }
 
 With ``out_dir`` it writes ``metrics.json`` (everything but the artifacts; NaN and infinities
-as null, so the file is strict JSON), ``artifacts.json`` and ``metrics.md``.
+as null, so the file is strict JSON), ``artifacts.json``, ``metrics.md`` and, per suite,
+CLIP_benchmark's result file under ``clip_benchmark/`` (see :mod:`.clip_benchmark_format`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ..errors import UserError
 from ..grammar import merge_data_options
 from . import (  # noqa: F401  (importing registers the evaluators)
     calibration,
+    clip_benchmark_format,
     compositional,
     conformal,
     linear_probe,
@@ -129,6 +131,7 @@ def _run(evaluators, model, data, out_dir, seed, *, batch_size, device, cache, d
         results["run_config"] = dict(config)
     if out_dir is not None:
         write_results(results, artifacts, out_dir)
+        clip_benchmark_format.write(results, out_dir, model_name, jsonable)  # beside it: docs/interop.md
     return {**results, "artifacts": artifacts}
 
 

@@ -15,6 +15,7 @@ training is fp32 unless the run asks otherwise (CLIP-LoRA: fp16 autocast with a 
 With ``towers=[text]`` the image features come from the shared cache of augmented views; with
 the vision tower adapted the image tower runs every step. ``merge()`` returns a copy of the
 model with the updates folded into the weights (zero inference overhead; same logits).
+``save()`` also writes the updates in PEFT's LoRA format (docs/interop.md).
 """
 
 from __future__ import annotations
@@ -110,6 +111,24 @@ class LoRA(Method):
                 image = self.image_features(batch)
             text = self._text()  # (n_cls, D), normalised
         return self.logit_scale * image @ text.T
+
+    def peft_updates(self) -> list:
+        """Each wrapped projection's update as one LoRA (q/k/v blocks of a fused one stacked)."""
+        from ...models.peft_adapter import stacked
+
+        return [stacked(t.name, list(t.factors.A), list(t.factors.B), [offset for offset, _ in t.factors.blocks],
+                        t.factors.out_features, t.factors.scaling) for t in self.targets]
+
+    def save(self, path):
+        """vlkit's adapter files, plus the same LoRA in PEFT's format (``adapter_config.json`` +
+        ``adapter_model.safetensors``, see :mod:`vlkit.models.peft_adapter`): ``peft`` loads it
+        onto a Hugging Face tower, ``vlkit eval MODEL --adapter DIR`` merges it."""
+        from ...models.peft_adapter import write_lora
+
+        path = super().save(path)
+        write_lora(path, self.model, self.peft_updates(), rslora=self.config.rank_scaling == "sqrt",
+                   dropout=self.config.dropout, extra={"method": self.name})
+        return path
 
     @torch.no_grad()
     def merge(self):
