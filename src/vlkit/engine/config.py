@@ -35,7 +35,8 @@ class EngineConfig:
     seed: int = 0  # torch/numpy/random seed (+ rank) and the data order seed
     num_workers: int = 0  # DataLoader worker processes (batches stay exact: Collate reseeds per sample)
     progress: bool = True  # tqdm bar on rank 0
-    log_to: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)  # trackers besides metrics.jsonl (vlkit.engine.trackers); each an extra: pip install 'vlkit[tensorboard]'
+    # trackers besides metrics.jsonl (vlkit.engine.trackers); each an extra: pip install 'vlkit[wandb]'
+    log_to: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)
     wandb_project: str = "vlkit"  # log_to wandb: the project (offline unless WANDB_MODE says otherwise)
     tensorboard: bool = False  # the old form of log_to: [tensorboard]
     save_safetensors: bool = True  # write <out_dir>/model.safetensors at the end
