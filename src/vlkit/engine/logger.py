@@ -87,11 +87,11 @@ class RunLogger:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._trackers = open_trackers(log_to, out_dir, **(tracker_options or {}))  # first: may refuse
         # O_APPEND and one write() per line: lines of two writers never interleave or overwrite
         # each other (a second run into this out_dir is refused by the run lock anyway)
         self._file = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._bar_args = dict(total=total_steps, initial=start_step) if progress else None
-        self._trackers = open_trackers(log_to, out_dir, **(tracker_options or {}))
 
     def note(self, message: str) -> None:
         """One line for the user (on rank 0), printed so it does not break the bar."""
