@@ -41,8 +41,8 @@ emulated: one step over the throughput benchmark's 48 ViT matrices took 56 s wit
 1.7 s here (32x; median of 3 alternating rounds on a shared AMD EPYC, AVX2, torch 2.14.1, one
 thread; a first, sequential run gave 75.6 s against 1.15 s, 66x), measured by
 ``OMP_NUM_THREADS=1 python benchmarks/muon_step.py``. timm's ``nesterov=True`` also swaps the
-AdamW part for NAdamW. ``torch.optim.Muon`` takes 2-D parameters only and no AdamW part. The update matches
-timm's with ``nesterov=True, ns_coefficients="original"`` up to bf16 rounding
+AdamW part for NAdamW. ``torch.optim.Muon`` takes 2-D parameters only and no AdamW part. The
+update matches timm's with ``nesterov=True, ns_coefficients="original"`` up to bf16 rounding
 (tests/engine/test_optim_peers.py).
 """
 
