@@ -67,3 +67,4 @@ class FitResult:
     samples_per_s: float  # global samples per second over this process's training time
     model_path: Path | None = None  # <out_dir>/model.safetensors when written
     stopped_early: bool = False  # a hook set state.should_stop
+    steps_planned: int = 0  # the steps the run was set up for (engine.steps, or epochs x batches)

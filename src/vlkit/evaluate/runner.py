@@ -12,7 +12,7 @@ and collects one results dict::
       "config":    {suite: resolved options},
       "seed":      0,
       "versions":  {"vlkit", "torch", "python", ...},
-      "history", "run_config": ...                        # only when a trainer passes them
+      "history", "run_config", "training": ...            # only when a trainer passes them
       "artifacts": {suite: {...}},                        # returned; written to artifacts.json
     }
 
@@ -56,6 +56,7 @@ def run(
     data_options: Mapping[str, Any] | None = None,
     history: Any = None,
     config: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
 ) -> dict:
     """Run ``suites`` (names in :data:`EVALUATORS`, a list or "a,b") and return the results.
 
@@ -65,18 +66,19 @@ def run(
     ``split``: the split every suite scores (its ``split`` / ``test_split`` option) unless
     ``options`` says otherwise. ``data_options``: dataset options for a spec (e.g.
     ``{"skin_tones": False}`` for openmoji), as :func:`vlkit.data.load` takes them. ``history`` and ``config`` (the training run's log and resolved
-    config, when a trainer calls this) are kept in metrics.json as ``history`` / ``run_config``.
+    config, when a trainer calls this) are kept in metrics.json as ``history`` / ``run_config``;
+    ``training`` (steps done and planned, whether a time budget stopped the run) as ``training``.
     """
     evaluators = build_evaluators(suites, options, default_split=split)
     # one evaluation per --out: a second one into the same folder is refused (naming the PID)
     # before any work, so the folder's three files always come from one run
     with run_dir_lock(out_dir or ".", enabled=out_dir is not None):
         return _run(evaluators, model, data, out_dir, seed, batch_size=batch_size, device=device, cache=cache,
-                    data_options=data_options, history=history, config=config)
+                    data_options=data_options, history=history, config=config, training=training)
 
 
 def _run(evaluators, model, data, out_dir, seed, *, batch_size, device, cache, data_options, history,
-         config) -> dict:
+         config, training) -> dict:
     model_name = None
     if isinstance(model, (str, Path)):
         from .. import models
@@ -104,6 +106,8 @@ def _run(evaluators, model, data, out_dir, seed, *, batch_size, device, cache, d
         results["history"] = history
     if config is not None:
         results["run_config"] = dict(config)
+    if training is not None:
+        results["training"] = dict(training)
     if out_dir is not None:
         write_results(results, artifacts, out_dir)
     return {**results, "artifacts": artifacts}

@@ -32,7 +32,8 @@ tr.suite th{background:#f3f5f8;border-top:1px solid #ccd}
 table.facts th{color:#555;font-weight:normal;white-space:nowrap}table.small{font-size:.85em}
 figure{margin:.6em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555;margin-top:.2em}.credit{font-size:.8em;color:#444}
-.note{font-size:.9em;color:#7a4b00}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em}
+.note{font-size:.9em;color:#7a4b00}
+.warning{background:#fff3cd;border:1px solid #e0b000;padding:.5em .8em;color:#5a3d00}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em}
 nav{font-size:.9em}nav a{margin-right:.8em}footer{margin-top:2em;border-top:1px solid #ddd;
 font-size:.85em;color:#555}
 """
@@ -82,7 +83,8 @@ def data_label(data: dict) -> str:
 
 def render_page(run: RunFiles, sections: list[Section], leftovers: dict, title: str | None = None) -> str:
     title = title or default_title(run)
-    body = [f"<header><h1>{esc(title)}</h1>", _facts(run), _config(run), "</header>", _nav(sections)]
+    body = [f"<header><h1>{esc(title)}</h1>", _warnings(run), _facts(run), _config(run), "</header>",
+            _nav(sections)]
     body.append(_metrics_table(run.results))
     for section in sections:
         body.append(_section(section))
@@ -106,11 +108,31 @@ def _facts(run: RunFiles) -> str:
                   + (f", logit scale {scale:.4g})" if is_number(scale) else ")")),
         ("data", data_label(data) + (f"; {splits}" if splits else "")),
         ("seed", results.get("seed")),
+        *([("training", training_text(results["training"]))] if isinstance(results.get("training"), dict) else []),
         ("versions", ", ".join(f"{k} {v}" for k, v in (results.get("versions") or {}).items() if v is not None)),
         ("run directory", run.out_dir.resolve()),
     ]
     cells = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
     return f'<table class="facts">{cells}</table>'
+
+
+def training_text(training: dict) -> str:
+    """"25 of 350 steps; time budget 180 s (stopped training early)", from metrics.json's block."""
+    text = f"{training.get('steps_done')} of {training.get('steps_planned')} planned steps"
+    budget = training.get("time_budget_s")
+    if is_number(budget):
+        text += f"; time budget {budget:g} s" + (
+            f" (stopped training early; lift it with {training.get('lift_budget')})"
+            if training.get("stopped_by_budget") else " (not reached)")
+    return text
+
+
+def _warnings(run: RunFiles) -> str:
+    """What the reader must know before reading any number (a run cut short by its budget)."""
+    training = run.results.get("training") or {}
+    if not training.get("warning"):
+        return ""
+    return f'<p class="warning" id="training-warning">Warning: {esc(training["warning"])}</p>'
 
 
 def _config(run: RunFiles) -> str:
