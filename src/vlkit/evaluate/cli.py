@@ -21,8 +21,8 @@ SUITES = ("calibration", "compositional", "conformal", "linear_probe", "retrieva
 
 DESCRIPTION = """\
 Evaluate a dual encoder on a dataset with one or more suites, write metrics.json,
-artifacts.json, metrics.md and report.html in --out, and print the metrics with their
-chance levels. Image features are cached (keyed by model, data and transform) and text
+artifacts.json, metrics.md and report.html in --out (a folder holding another run's results
+is refused unless --overwrite), and print the metrics with their chance levels. Image features are cached (keyed by model, data and transform) and text
 features too (keyed by model and texts), so a second evaluation of the same model and data
 skips both towers."""
 
@@ -64,6 +64,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: the model's)")
     p.add_argument("--no-cache", action="store_true", help="encode images and texts again instead of using the feature cache")
     p.add_argument("--title", default=None, help="report heading (default: MODEL on DATA)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in --out (without it such a folder is refused)")
     p.set_defaults(func=run_eval)
     return p
 
@@ -106,8 +108,8 @@ def run_eval(args: argparse.Namespace) -> int:
     options = parse_options(args.option)
     results = run(args.model, args.data, args.suite, out_dir=args.out, seed=args.seed, options=options,
                   split=args.split, batch_size=args.batch_size, device=args.device, cache=not args.no_cache,
-                  data_options=parse_data_options(args.data_option))
-    path = report.write(args.out, dataset=args.data, title=args.title)
+                  data_options=parse_data_options(args.data_option), overwrite=args.overwrite, title=args.title)
+    path = Path(args.out) / report.REPORT_FILE
     print_table(results)
     out = Path(args.out)
     print(f"wrote {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'artifacts.json'}")

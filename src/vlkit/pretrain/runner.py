@@ -239,17 +239,19 @@ def _evaluate(cfg: PretrainConfig, model, out_dir: Path, result, training: dict)
     from ..evaluate.runner import versions, write_results
 
     run_config = cfglib.to_dict(cfg)
-    if cfg.eval.data:
-        metrics = evaluate(model, cfg.eval.data, cfg.eval.suites, out_dir=out_dir, split=cfg.eval.split,
-                           options=cfg.eval.options, data_options=cfg.eval.data_options,
-                           history=result.history, config=run_config, training=training)
-    else:  # nothing to evaluate: the run directory still gets its metrics.json and report
-        metrics = {"metrics": {}, "chance": {}, "model": {"class": type(model).__name__,
-                                                         "fingerprint": model.fingerprint(), "config": model.config},
-                   "data": {"spec": cfg.data.name, "split": cfg.data.split}, "config": {},
-                   "seed": cfg.engine.seed, "versions": versions(), "run_config": run_config, "training": training}
-        write_results(metrics, {}, out_dir)
-    report.write(out_dir, title=f"vlkit pretrain: {cfg.model} on {cfg.data.name}")
+    title = f"vlkit pretrain: {cfg.model} on {cfg.data.name}"
+    if cfg.eval.data:  # the run directory is this run's (locked, checked): its results are replaced
+        return evaluate(model, cfg.eval.data, cfg.eval.suites, out_dir=out_dir, split=cfg.eval.split,
+                        options=cfg.eval.options, data_options=cfg.eval.data_options, history=result.history,
+                        config=run_config, training=training, overwrite=True, title=title,
+                        progress=cfg.engine.progress)
+    # nothing to evaluate: the run directory still gets its metrics.json and report
+    metrics = {"metrics": {}, "chance": {}, "model": {"class": type(model).__name__,
+                                                     "fingerprint": model.fingerprint(), "config": model.config},
+               "data": {"spec": cfg.data.name, "split": cfg.data.split}, "config": {},
+               "seed": cfg.engine.seed, "versions": versions(), "run_config": run_config, "training": training}
+    write_results(metrics, {}, out_dir)
+    report.write(out_dir, title=title)
     return metrics
 
 

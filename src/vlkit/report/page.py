@@ -81,10 +81,14 @@ def data_label(data: dict) -> str:
     return label if not view or f":{view}" in label else f"{label} (view {view})"
 
 
-def render_page(run: RunFiles, sections: list[Section], leftovers: dict, title: str | None = None) -> str:
+def render_page(run: RunFiles, sections: list[Section], leftovers: dict, title: str | None = None,
+                lead: Section | None = None) -> str:
+    """The page; ``lead`` (the headline numbers, links to sub-reports) comes before the metrics."""
     title = title or default_title(run)
     body = [f"<header><h1>{esc(title)}</h1>", _warnings(run), _facts(run), _config(run), "</header>",
-            _nav(sections)]
+            _nav(([lead] if lead else []) + sections)]
+    if lead is not None:
+        body.append(_section(lead))
     body.append(_metrics_table(run.results))
     for section in sections:
         body.append(_section(section))
@@ -205,3 +209,20 @@ def _footer(run: RunFiles) -> str:
     if run.shows_openmoji:
         lines.append(f'<span class="credit">{esc(OPENMOJI_CREDIT)}</span>')
     return "<footer><p>" + "<br>".join(lines) + "</p></footer>"
+
+
+def render_tables_page(title: str, facts: list[tuple[str, object]], tables: list[tuple[str, list[str], list[list]]],
+                       notes: list[str]) -> str:
+    """A results page without evaluator artifacts (an adaptation grid): facts, tables, notes."""
+    from .panels import table_html
+
+    cells = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
+    body = [f"<header><h1>{esc(title)}</h1>", f'<table class="facts">{cells}</table>', "</header>"]
+    for caption, header, rows in tables:
+        body.append(f"<section><h2>{esc(caption)}</h2>{table_html(header, rows)}</section>")
+    body += [f'<p class="note">{esc(n)}</p>' for n in notes]
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body.append(f"<footer><p>Written by vlkit.report on {when}.</p></footer>")
+    return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+            + "\n".join(body) + "\n</body>\n</html>\n")

@@ -81,6 +81,12 @@ def table_html(header: list[str], rows: list[list[Any]]) -> str:
 class PerClassPanel(Panel):
     keys = ("per_class_acc1",)
 
+    def accepts(self, artifacts):
+        """Only where the bars carry information: more than one class, not all equally accurate."""
+        per_class = artifacts.get("per_class_acc1")
+        values = {round(float(v), 12) for v in per_class.values() if is_number(v)} if isinstance(per_class, dict) else set()
+        return len(per_class or {}) > 1 and len(values) > 1
+
     def render(self, inp):
         per_class = inp.artifacts["per_class_acc1"]
         n = len(per_class)
@@ -88,6 +94,24 @@ class PerClassPanel(Panel):
         return Section(f"{inp.suite}-per-class", f"{inp.suite}: per-class accuracy", [
             Figure(f"plot-{inp.suite}-per-class", png, f"per-class accuracy of {inp.suite}, {n} classes",
                    f"Top-1 accuracy of each of the {n} classes present in the scored split, best first.")])
+
+
+@PANELS.register("confusion")
+class ConfusionPanel(Panel):
+    keys = ("confusion",)
+
+    def accepts(self, artifacts):
+        c = artifacts.get("confusion")
+        return isinstance(c, dict) and len(c.get("classes") or []) > 1 and len(c.get("counts") or []) == len(c["classes"])
+
+    def render(self, inp):
+        c = inp.artifacts["confusion"]
+        n = len(c["classes"])
+        png = figures.confusion_matrix(c["classes"], c["counts"], title=f"{inp.suite}: confusion matrix")
+        return Section(f"{inp.suite}-confusion", f"{inp.suite}: confusion matrix", [
+            Figure(f"plot-{inp.suite}-confusion", png, f"confusion matrix of {inp.suite}, {n} classes",
+                   "Rows: the true class; columns: the predicted class. Colour: the fraction of the true "
+                   "class's samples; numbers: sample counts. The diagonal is what was right.")])
 
 
 @PANELS.register("reliability")
