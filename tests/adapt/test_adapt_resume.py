@@ -56,7 +56,7 @@ def test_a_killed_grid_keeps_its_finished_cells_and_the_rerun_trains_only_the_re
 def test_a_cell_of_another_model_is_refused_not_reused(tiny_model, cnn_model, store, tmp_path):
     from vlkit.errors import UserError
 
-    kw = dict(ARGS, seeds=[1], progress=False)
+    kw = dict(ARGS, seeds=[1], progress=False, overrides=[])
     adapt.run("zeroshot", "digits", tiny_model, out=str(tmp_path), store=store, **kw)
     (tmp_path / "results-fewshot.json").unlink()
     with pytest.raises(UserError, match=r"was trained on model .*, not this run's .*overwrite=true"):
