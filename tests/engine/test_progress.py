@@ -57,3 +57,20 @@ def test_the_interval_comes_from_the_environment(monkeypatch):
         monkeypatch.setenv("VLKIT_PROGRESS_EVERY", bad)
         with pytest.raises(UserError, match=f"VLKIT_PROGRESS_EVERY='{bad}' must be a number of seconds >= 0"):
             every_seconds()
+
+
+def test_under_the_cli_every_warning_is_one_line(tmp_path):
+    import warnings
+
+    from vlkit.cli import _one_line_warning
+    from vlkit.engine.progress import warn
+
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        warn("the cache  was\nrebuilt")
+    w = got[0]
+    assert str(w.message) == "vlkit: the cache  was\nrebuilt"
+    assert _one_line_warning(w.message, w.category, w.filename, w.lineno) == "vlkit: warning: the cache was rebuilt\n"
+    other = _one_line_warning(DeprecationWarning("old API\n  use the new one"), DeprecationWarning,
+                              "/x/site-packages/lib/mod.py", 12, line="    old()")
+    assert other == "warning: DeprecationWarning: old API (mod.py:12)\n"

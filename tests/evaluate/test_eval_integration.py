@@ -89,5 +89,5 @@ def test_dataset_options_reach_the_dataset_and_are_recorded(tmp_path, tiny_clip,
     assert main(args) == 0
     saved = json.loads((tmp_path / "cli" / "metrics.json").read_text())
     assert saved["data"]["options"] == options
-    assert main([*args[:-1], "--data-option=n_tset=20"]) == 2
+    assert main([*args[:-1], "--data-option=n_tset=20", "--overwrite"]) == 2
     assert "n_tset" in capsys.readouterr().err
