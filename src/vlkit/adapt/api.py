@@ -185,6 +185,7 @@ def run(method: str | Sequence[str] | None = None, data: str | None = None, mode
     dual.to(device)
     if store is None or store.model is not dual:
         store = FeatureStore(dual, device, cfg.feature_batch_size, cfg.aug_scale or (0.9, 1.0), cfg.aug_seed)
+    store.progress = cfg.progress
     out = Path(cfg.out)
     methods = [(name, build_config(name, cfg.options.get(name, {}))) for name in cfg.method]
     with run_dir_lock(out):  # one run per --out: a second is refused naming the PID, before it writes

@@ -33,7 +33,7 @@ class EngineConfig:
     log_every: int = 10  # steps between metrics lines (the last step is always logged)
     seed: int = 0  # torch/numpy/random seed (+ rank) and the data order seed
     num_workers: int = 0  # DataLoader worker processes (batches stay exact: Collate reseeds per sample)
-    progress: bool = True  # tqdm bar on rank 0
+    progress: bool = True  # rank 0: a tqdm bar on a terminal, else a line every $VLKIT_PROGRESS_EVERY s
     tensorboard: bool = True  # TensorBoard events too, when tensorboard is installed
     save_safetensors: bool = True  # write <out_dir>/model.safetensors at the end
 
