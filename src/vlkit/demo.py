@@ -73,10 +73,9 @@ def run_demo(out: str = "runs/demo", quick: bool = False) -> dict:
                               seed=cfg.engine.seed, split="test", overwrite=True, title=subs["group"]),
     }
     links = {title: f"{name}/{report.REPORT_FILE}" for name, title in subs.items()}
-    training = result.metrics.get("training") or {}
-    headline = [(f"{label} ({budget_text(training)})" if i == 0 else label, value, chance)
-                for i, (label, value, chance) in enumerate(_rows(result.metrics, extra, HEADLINE))]
-    page = report.write(out_dir, title="vlkit demo: moji-lit on OpenMoji", headline=headline, links=links)
+    # the header above the headline states the steps trained and the time budget (from metrics.json)
+    page = report.write(out_dir, title="vlkit demo: moji-lit on OpenMoji", links=links,
+                        headline=_rows(result.metrics, extra, HEADLINE))
     summary = _summary(result.metrics, extra, time.perf_counter() - t0, page)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

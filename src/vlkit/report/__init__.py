@@ -6,8 +6,10 @@
 
 The page is built from ``metrics.json`` and ``artifacts.json`` (written by
 :func:`vlkit.evaluate.run`) and, for a training run, ``metrics.jsonl`` (the engine's log):
-metrics with chance levels, training curves, per-class accuracy, reliability diagrams,
-conformal coverage and set size against alpha, retrieval examples with their images. Every
+metrics with chance levels, training curves (and a warning first when a time budget cut
+training short), per-class accuracy (where classes differ), a confusion matrix (up to 20
+classes), reliability diagrams, conformal coverage and set size against alpha, retrieval
+examples with their images (the evaluated data reloaded with its recorded options). Every
 image is an embedded PNG (matplotlib, Agg canvas, 80 dpi) and there is no script, so the file
 opens anywhere and can be mailed. OpenMoji images carry their CC BY-SA 4.0 credit.
 """
