@@ -46,7 +46,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file with AdaptConfig fields, or a shipped recipe's name "
                                     "(configs/adapt/: quick, moji-group-fewshot, ...)")
     p.add_argument("--out", help="run directory (default runs/adapt)")
-    p.add_argument("--progress", action="store_true", default=None, help="show progress (the default; progress=false hides it)")
+    p.add_argument("--progress", action="store_true", default=None,
+                   help="show progress (the default; progress=false hides it)")
     p.add_argument("--list", action="store_true", help="list the methods and their keys, then exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="method keys or run settings")
     p.set_defaults(func=_adapt)

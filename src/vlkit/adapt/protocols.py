@@ -209,7 +209,8 @@ def _transfer_protocol(ctx: RunContext, targets: list[str], tag: str) -> dict:
             def cell(name=name, cfg=cfg, seed=seed, folder=folder):
                 tr = fewshot(train_ds, k, seed, ctx.run.allow_fewer)
                 t = train_one(ctx, name, cfg, tr, validation(val_ds, k, seed), k, seed, folder)
-                return _record(name, k, seed, t, accs={spec: score(ctx, t.method, split) for spec, split in tests.items()})
+                accs = {spec: score(ctx, t.method, split) for spec, split in tests.items()}
+                return _record(name, k, seed, t, accs=accs)
 
             records.append(run_cell(ctx, folder, f"{name} {tag} seed {seed}", cell))
     rows = []

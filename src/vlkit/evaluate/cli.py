@@ -22,9 +22,9 @@ SUITES = ("calibration", "compositional", "conformal", "linear_probe", "retrieva
 DESCRIPTION = """\
 Evaluate a dual encoder on a dataset with one or more suites, write metrics.json,
 artifacts.json, metrics.md and report.html in --out (a folder holding another run's results
-is refused unless --overwrite), and print the metrics with their chance levels. Image features are cached (keyed by model, data and transform) and text
-features too (keyed by model and texts), so a second evaluation of the same model and data
-skips both towers."""
+is refused unless --overwrite), and print the metrics with their chance levels. Image
+features are cached (keyed by model, data and transform) and text features too (keyed by
+model and texts), so a second evaluation of the same model and data skips both towers."""
 
 EPILOG = """\
 examples:

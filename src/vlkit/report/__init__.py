@@ -84,7 +84,8 @@ def headline_section(headline: Sequence[tuple[str, Any, Any]], links: Mapping[st
         parts.append('<table><thead><tr><th>metric</th><th class="num">value</th><th class="num">chance</th>'
                      f"</tr></thead><tbody>{rows}</tbody></table>")
     if links:
-        items = "".join(f'<li><a href="{esc(Path(path).as_posix())}">{esc(name)}</a></li>' for name, path in links.items())
+        items = "".join(f'<li><a href="{esc(Path(path).as_posix())}">{esc(name)}</a></li>'
+                        for name, path in links.items())
         parts.append(f"<p>Sub-reports:</p><ul>{items}</ul>")
     return Section("headline", "Headline", html="".join(parts))
 
@@ -105,4 +106,5 @@ def training_section(history: list[dict]) -> Section | None:
 
 
 __all__ = ["OPENMOJI_CREDIT", "PANELS", "Figure", "Panel", "REPORT_FILE", "RunFiles", "Section", "SplitImages",
-           "format_chance", "format_value", "headline_section", "metric_rows", "read_run", "training_section", "write", "write_tables"]
+           "format_chance", "format_value", "headline_section", "metric_rows", "read_run", "training_section", "write",
+           "write_tables"]

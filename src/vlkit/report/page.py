@@ -33,7 +33,8 @@ table.facts th{color:#555;font-weight:normal;white-space:nowrap}table.small{font
 figure{margin:.6em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555;margin-top:.2em}.credit{font-size:.8em;color:#444}
 .note{font-size:.9em;color:#7a4b00}
-.warning{background:#fff3cd;border:1px solid #e0b000;padding:.5em .8em;color:#5a3d00}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em}
+.warning{background:#fff3cd;border:1px solid #e0b000;padding:.5em .8em;color:#5a3d00}
+pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em}
 nav{font-size:.9em}nav a{margin-right:.8em}footer{margin-top:2em;border-top:1px solid #ddd;
 font-size:.85em;color:#555}
 """

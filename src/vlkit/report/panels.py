@@ -84,8 +84,9 @@ class PerClassPanel(Panel):
     def accepts(self, artifacts):
         """Only where the bars carry information: more than one class, not all equally accurate."""
         per_class = artifacts.get("per_class_acc1")
-        values = {round(float(v), 12) for v in per_class.values() if is_number(v)} if isinstance(per_class, dict) else set()
-        return len(per_class or {}) > 1 and len(values) > 1
+        if not isinstance(per_class, dict) or len(per_class) < 2:
+            return False
+        return len({round(float(v), 12) for v in per_class.values() if is_number(v)}) > 1
 
     def render(self, inp):
         per_class = inp.artifacts["per_class_acc1"]
@@ -102,7 +103,9 @@ class ConfusionPanel(Panel):
 
     def accepts(self, artifacts):
         c = artifacts.get("confusion")
-        return isinstance(c, dict) and len(c.get("classes") or []) > 1 and len(c.get("counts") or []) == len(c["classes"])
+        if not isinstance(c, dict):
+            return False
+        return len(c.get("classes") or []) > 1 and len(c.get("counts") or []) == len(c["classes"])
 
     def render(self, inp):
         c = inp.artifacts["confusion"]
