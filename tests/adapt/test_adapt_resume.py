@@ -40,13 +40,16 @@ def test_a_killed_grid_keeps_its_finished_cells_and_the_rerun_trains_only_the_re
     cells = sorted(p.parent.name for p in out.rglob(protocols.CELL_FILE))
     assert cells == ["seed1", "seed2"] and not (out / "results-fewshot.json").exists()
     first = (out / "coop" / "1shot" / "seed1" / protocols.CELL_FILE).read_text()
-    assert "seed1" in capsys.readouterr().err.replace(" seed 1", "seed1")  # a line per finished cell
+    cell_lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("vlkit: adapt: ")]
+    assert [x.split(",")[0] for x in cell_lines[-2:]] == ["vlkit: adapt: 1/3 cells (33%)", "vlkit: adapt: 2/3 cells (67%)"]
+    assert cell_lines[-2].endswith("last coop 1-shot seed 1") and cell_lines[-1].endswith("last coop 1-shot seed 2")
 
     trained.clear()
     resumed = adapt.run("coop", "digits", tiny_model, out=str(out), store=store, **ARGS)
     assert trained == [3]  # only the unfinished cell trained again, from the start
     err = capsys.readouterr().err
     assert f"resuming the adapt run in {out}: 2 of 3 cells finished earlier are reused" in err
+    assert "last coop 1-shot seed 2 (reused)" in err and err.count("(reused)") == 2
     assert (out / "coop" / "1shot" / "seed1" / protocols.CELL_FILE).read_text() == first
     assert "2 of 3 cells were reused" in " ".join(resumed["notes"])
     assert _table(resumed) == _table(whole)  # the same numbers as a run never killed

@@ -119,7 +119,7 @@ def run_cell(ctx: RunContext, folder: Path, label: str, compute: Callable[[], di
             raise UserError(f"{done} was trained on model {saved.get('model_fingerprint')}, not this run's "
                             f"{fingerprint}; choose another --out or pass overwrite=true")
         ctx.reused += 1
-        record = saved["record"]
+        record, label = saved["record"], f"{label} (reused)"
     else:
         if folder.exists():
             shutil.rmtree(folder)  # a cell killed before it finished: trained again from the start
