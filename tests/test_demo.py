@@ -26,3 +26,16 @@ def test_quick_demo_writes_report_and_prints_metrics_json_numbers(tmp_path, caps
     assert "OpenMoji" in page and "CC BY-SA 4.0" in page
     assert 'src="http' not in page
     assert "report:" in printed
+    # the budget it trained under, next to its numbers (printed, in summary.json and the report)
+    training = summary["training"]
+    assert (training["steps_done"], training["steps_planned"], training["stopped_by_budget"]) == (12, 12, False)
+    assert "trained 12 of 12 steps within the 180 s time budget" in printed
+    assert "12 of 12 planned steps; time budget 180 s (not reached)" in page[:page.index('<section id="headline">')]
+    # the headline (unseen-concept retrieval) comes first and the sub-reports are linked
+    head = page[page.index('<section id="headline">'):page.index('<section id="metrics">')]
+    r1 = files["concept:"]["retrieval/text_retrieval_recall@1"]
+    assert "unseen concepts: image -&gt; name R@1" in head and f"{r1:.4f}" in head
+    assert 'href="concept/report.html"' in head and 'href="group/report.html"' in head
+    # the concept report (evaluated with data options) shows its retrieval examples' images
+    concept = (out / "concept" / "report.html").read_text()
+    assert '<figure id="plot-retrieval-examples">' in concept and "Images not shown" not in concept

@@ -7,6 +7,7 @@ tests do: a lock that only works inside one process would pass an in-process tes
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -512,3 +513,26 @@ def test_eval_and_adapt_into_a_locked_folder_are_refused_before_they_write(tmp_p
         evaluate.run("preset:tiny-clip", "digits", ["zeroshot"], out_dir=out)  # free again: it runs and writes
     assert {"metrics.json", "artifacts.json", "metrics.md"} <= {p.name for p in out.iterdir()}
     assert not (out / lock.LOCK_FILE).exists()
+
+
+def test_a_sigkilled_adapt_grid_keeps_its_finished_cells_and_the_same_command_resumes_it(tmp_path):
+    """Issue 17: `vlkit adapt` killed with SIGKILL mid-grid; rerun, it reuses what finished."""
+    out = tmp_path / "grid"
+    cmd = _vlkit("adapt", "--method", "coop", "--data", "digits", "--model", "preset:tiny-clip", "--shots", "1",
+                 "--seeds", "1,2,3,4,5,6", "--views", "1", "--out", str(out), "epochs=3", "n_ctx=2")
+    first = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: any(out.rglob("cell.json")), first, timeout=300)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        first.kill()
+    done = sorted(p.parent.name for p in out.rglob("cell.json"))
+    assert 1 <= len(done) < 6 and not (out / "results-fewshot.json").exists()
+    again = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, timeout=600)
+    err = again.stderr.decode()
+    assert again.returncode == 0, err[-2000:]
+    assert f"{len(done)} of 6 cells finished earlier are reused" in err
+    table = json.loads((out / "results-fewshot.json").read_text())
+    assert sorted(r["seed"] for r in table["records"]) == [1, 2, 3, 4, 5, 6]
+    assert (out / "report.html").is_file()

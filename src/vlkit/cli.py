@@ -10,6 +10,7 @@ import argparse
 import errno
 import sys
 import warnings
+from pathlib import Path
 from typing import Callable
 
 from . import grammar
@@ -156,7 +157,7 @@ def _pretrain(args: argparse.Namespace) -> None:
     result = pretrain.run(cfg, resume=args.resume)
     if not is_main_process():  # under torchrun every rank runs this; the summary is printed once
         return
-    print(f"trained {result.fit.step} steps ({result.fit.samples_per_s:.1f} samples/s); "
+    print(f"trained {result.fit.step} of {result.fit.steps_planned} steps ({result.fit.samples_per_s:.1f} samples/s); "
           f"model saved to {result.model_dir}")
     for key, value in result.metrics.get("metrics", {}).items():
         if isinstance(value, (int, float)):
@@ -277,11 +278,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    """vlkit's own warnings ("vlkit: ...") print as one line; others keep Python's format."""
+    """Every warning prints as one line: vlkit's own ("vlkit: ...") as ``vlkit: warning: ...``,
+    a library's as ``warning: Category: first line (file:line)``, without the source line."""
     text = str(message)
     if text.startswith("vlkit: "):
-        return f"vlkit: warning: {text[len('vlkit: '):]}\n"
-    return _python_format(message, category, filename, lineno, line)
+        return f"vlkit: warning: {' '.join(text[len('vlkit: '):].split())}\n"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"warning: {category.__name__}: {first} ({Path(filename).name}:{lineno})\n"
 
 
 _python_format = warnings.formatwarning

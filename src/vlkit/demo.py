@@ -3,7 +3,9 @@
 From nothing, on a laptop CPU: build the OpenMoji dataset, align a small image tower to the
 frozen pretrained MiniLM text tower (the ``moji-lit`` recipe), evaluate on emoji concepts never
 seen in training (retrieval; zero-shot subgroup and group classification; calibration;
-conformal prediction sets), write the HTML report, and print a summary with chance levels.
+conformal prediction sets), write the HTML report (the unseen-concept retrieval first, with
+links to the concept/ and group/ reports), and print a summary with chance levels and the
+time budget training ran under (and whether it stopped training early).
 ``--quick`` shrinks training to a 12-step smoke run (about a minute once the data is cached).
 """
 
@@ -35,6 +37,10 @@ SUMMARY = [
     ("conformal/lac_set_size", "conformal LAC mean set size"),
 ]
 
+# the headline: what the recipe is measured by (docs/benchmarks.md), first in the demo's report
+HEADLINE = ("concept:retrieval/text_retrieval_recall@1", "concept:retrieval/text_retrieval_recall@5",
+            "concept:retrieval/image_retrieval_recall@1")
+
 QUICK = [
     "engine.steps=12", "engine.batch_size=32", "engine.schedule.warmup_steps=2",
     "data.max_samples=512", "engine.checkpoint_every=0",
@@ -56,17 +62,20 @@ def run_demo(out: str = "runs/demo", quick: bool = False) -> dict:
         print("  found checkpoints of an earlier demo run: resuming it")
     result = pretrain.run(cfg, resume=resume)
     model = pretrain_model(result)
-    extra = {
+    subs = {"concept": "vlkit demo: unseen emoji concepts, image <-> name retrieval",
+            "group": "vlkit demo: zero-shot emoji group classification"}
+    extra = {  # the demo's own folders (resumed with it): their earlier results are replaced
         # the recipe's own measure: one image per base emoji of the unseen concepts, and its name
         "concept": evaluate.run(model, concept_eval.data, concept_eval.suites, out_dir=out_dir / "concept",
                                 seed=cfg.engine.seed, split="test", options=concept_eval.options,
-                                data_options=concept_eval.data_options),
+                                data_options=concept_eval.data_options, overwrite=True, title=subs["concept"]),
         "group": evaluate.run(model, "openmoji:group", ["zeroshot"], out_dir=out_dir / "group",
-                              seed=cfg.engine.seed, split="test"),
+                              seed=cfg.engine.seed, split="test", overwrite=True, title=subs["group"]),
     }
-    report.write(out_dir / "concept", title="vlkit demo: unseen emoji concepts, image <-> name retrieval")
-    report.write(out_dir / "group", title="vlkit demo: zero-shot emoji group classification")
-    page = report.write(out_dir, title="vlkit demo: moji-lit on OpenMoji")
+    links = {title: f"{name}/{report.REPORT_FILE}" for name, title in subs.items()}
+    # the header above the headline states the steps trained and the time budget (from metrics.json)
+    page = report.write(out_dir, title="vlkit demo: moji-lit on OpenMoji", links=links,
+                        headline=_rows(result.metrics, extra, HEADLINE))
     summary = _summary(result.metrics, extra, time.perf_counter() - t0, page)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -80,12 +89,39 @@ def pretrain_model(result):
     return models.load(result.model_dir).to(pick_device("auto"))
 
 
-def _summary(main: dict, extra: dict[str, dict], seconds: float, page: Path) -> dict:
+def budget_text(training: dict) -> str:
+    """How far training got under the recipe's time budget, for the summary and the report."""
+    done, planned, budget = training.get("steps_done"), training.get("steps_planned"), training.get("time_budget_s")
+    if not training:
+        return "training facts not recorded"
+    if not budget:
+        return f"trained {done} of {planned} steps, no time budget"
+    if training.get("stopped_by_budget"):
+        return (f"STOPPED EARLY by the {budget:g} s time budget at step {done} of {planned}: undertrained, "
+                "below what the recipe reaches; run the demo again to resume training")
+    return f"trained {done} of {planned} steps within the {budget:g} s time budget"
+
+
+def _merged(main: dict, extra: dict[str, dict]) -> tuple[dict, dict]:
     metrics = dict(main.get("metrics", {}))
     chance = dict(main.get("chance", {}))
     for view, results in extra.items():
         metrics.update({f"{view}:{k}": v for k, v in results.get("metrics", {}).items()})
         chance.update({f"{view}:{k}": v for k, v in results.get("chance", {}).items()})
+    return metrics, chance
+
+
+def _rows(main: dict, extra: dict[str, dict], keys=None) -> list[tuple[str, float, float | None]]:
+    """(label, value, chance) of the SUMMARY rows present (or those of ``keys``)."""
+    metrics, chance = _merged(main, extra)
+    wanted = [(k, label) for k, label in SUMMARY if keys is None or k in keys]
+    return [(label, metrics[k], chance.get(k)) for k, label in wanted if k in metrics]
+
+
+def _summary(main: dict, extra: dict[str, dict], seconds: float, page: Path) -> dict:
+    metrics, chance = _merged(main, extra)
+    training = main.get("training") or {}
+    print(f"\n{budget_text(training)}")
     print(f"\n{'metric':<42} {'value':>8} {'chance':>8}")
     rows = {}
     for key, label in SUMMARY:
@@ -98,4 +134,4 @@ def _summary(main: dict, extra: dict[str, dict], seconds: float, page: Path) -> 
     print(f"\nreport: {page}  ({seconds:.0f} s in all; these numbers are in metrics.json, and the\n"
           "concept: and group: rows in concept/ and group/metrics.json)")
     print("Emoji images: OpenMoji (openmoji.org), CC BY-SA 4.0")
-    return {"rows": rows, "seconds": seconds, "report": str(page)}
+    return {"rows": rows, "seconds": seconds, "report": str(page), "training": training}

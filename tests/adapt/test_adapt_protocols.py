@@ -139,10 +139,11 @@ def test_shipped_configs_resolve(path):
     assert adapt.make_config(path.stem).method == cfg.method
 
 
-def test_a_second_run_into_the_same_folder_needs_overwrite(tiny_model, store, tmp_path):
+def test_a_second_run_with_another_config_into_the_same_folder_needs_overwrite(tiny_model, store, tmp_path):
     adapt.run("zeroshot", "digits", tiny_model, shots=[1], seeds=[1], out=str(tmp_path), store=store)
-    with pytest.raises(UserError, match="overwrite=true"):
-        adapt.run("zeroshot", "digits", tiny_model, shots=[1], seeds=[1], out=str(tmp_path), store=store)
-    out = adapt.run("zeroshot", "digits", tiny_model, shots=[1], seeds=[1], out=str(tmp_path), store=store,
+    with pytest.raises(UserError, match=r"holds an adapt run with another config \(seeds differ\).*overwrite=true"):
+        adapt.run("zeroshot", "digits", tiny_model, shots=[1], seeds=[2], out=str(tmp_path), store=store)
+    out = adapt.run("zeroshot", "digits", tiny_model, shots=[1], seeds=[2], out=str(tmp_path), store=store,
                     overrides=["overwrite=true"])
-    assert out["paths"]["json"].is_file()
+    assert out["paths"]["json"].is_file() and out["records"][0]["seed"] == 2
+    assert not (tmp_path / "zeroshot" / "1shot" / "seed1").exists()  # the other run's cells went

@@ -166,12 +166,27 @@ def test_auto_precision_falls_back_to_fp32_on_a_cpu_without_fast_bf16(monkeypatc
 
 
 def test_one_note_line_then_a_progress_bar_with_loss_lr_and_speed(tmp_path, capsys, monkeypatch):
+    from vlkit.engine import progress
+
     monkeypatch.setattr(precision_mod, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(progress, "_is_terminal", lambda stream: True)  # a terminal: the tqdm bar
     fit(ToyTask(), toy_data(), toy_config(steps=3, precision="bf16", progress=True), tmp_path)
     err = capsys.readouterr().err
     notes = [x for x in err.splitlines() if "vlkit: " in x]
     assert len(notes) == 1 and notes[0].startswith("vlkit: precision bf16: training in fp32")
     assert "3/3" in err and "loss=" in err and "lr=" in err and "samples/s=" in err
+
+
+def test_off_a_terminal_training_logs_a_line_every_few_seconds_not_one_per_step(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VLKIT_PROGRESS_EVERY", "1000")  # no interval passes: only the closing line
+    fit(ToyTask(), toy_data(), toy_config(steps=30, progress=True), tmp_path / "a")
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("vlkit: training:")]
+    assert len(lines) == 1 and lines[0].startswith("vlkit: training: 30/30 steps (100%), ")
+    assert ", loss " in lines[0] and ", lr " in lines[0] and lines[0].endswith("(done)")
+    monkeypatch.setenv("VLKIT_PROGRESS_EVERY", "0")  # every update
+    fit(ToyTask(), toy_data(), toy_config(steps=30, progress=True), tmp_path / "b")
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("vlkit: training:")]
+    assert [x.split(" steps")[0] for x in lines] == [f"vlkit: training: {i}/30" for i in range(1, 31)]
 
 
 def test_engine_config_builds_from_yaml_style_mappings():

@@ -99,7 +99,7 @@ def test_a_plot_for_each_artifact_and_a_header_with_the_run(digits_run):
     out, _ = digits_run
     text = (out / "report.html").read_text()
     page = Page(text)
-    assert set(page.figures) == {"plot-zeroshot-per-class", "plot-retrieval-examples",
+    assert set(page.figures) == {"plot-zeroshot-per-class", "plot-zeroshot-confusion", "plot-retrieval-examples",
                                  "plot-calibration-reliability", "plot-conformal-curves"}
     saved = json.loads((out / "metrics.json").read_text())
     assert "<details><summary>Configuration</summary>" in text

@@ -9,13 +9,20 @@ Settings come from (later wins) a YAML file (``config=``), keyword fields of
 :class:`AdaptConfig`, and ``key=value`` overrides: a key naming an :class:`AdaptConfig` field sets
 the run; a bare method key (``n_ctx=4``) goes to every selected method that has it (and must
 belong to one); ``METHOD.key=value`` goes to one method. Unknown keys fail with the list of valid ones.
-The resolved config is written to ``<out>/adapt_config.yaml`` next to the results.
+The resolved config is written to ``<out>/adapt_config.yaml`` next to the results, with
+``report.html`` (the tables as a page).
+
+A killed run keeps its finished cells (method x shots x seed, each written as it finishes):
+rerun the same command into the same ``out`` and they are reused (one line says how many),
+the rest are trained. Another config into that ``out`` is refused, naming the keys that
+differ, unless ``overwrite=true`` (then the earlier run's folders are replaced).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,7 +35,7 @@ from ..engine.lock import run_dir_lock
 from ..errors import UserError
 from .base import build_config, get_method, help_field, method_names
 from .features import FeatureStore
-from .protocols import PROTOCOLS, RunContext, get_protocol
+from .protocols import CELL_FILE, PROTOCOLS, RunContext, get_protocol
 from . import results
 
 DEFAULT_SHOTS = {"fewshot": [1, 2, 4, 8, 16]}  # other protocols: 16 shots
@@ -63,8 +70,10 @@ class AdaptConfig:
     device: str = help_field("auto", "auto, cpu or cuda")
     precision: str = help_field("fp32", "training precision: fp32, bf16, amp or auto")
     feature_batch_size: int = help_field(256, "images per batch when encoding features")
-    progress: bool = help_field(False, "show a progress bar per training run")
-    overwrite: bool = help_field(False, "replace the results and training folders an earlier run left in out")
+    progress: bool = help_field(True, "show progress: a bar per training run on a terminal, else a line every "
+                                      "$VLKIT_PROGRESS_EVERY s; a line per finished cell")
+    overwrite: bool = help_field(False, "replace the results and training folders an earlier run with another "
+                                        "config left in out (the same config resumes: finished cells are reused)")
     out: str = help_field("runs/adapt", "run directory: tables, resolved config, one folder per method/seed")
 
 
@@ -174,14 +183,25 @@ def run(method: str | Sequence[str] | None = None, data: str | None = None, mode
     dual.to(device)
     if store is None or store.model is not dual:
         store = FeatureStore(dual, device, cfg.feature_batch_size, cfg.aug_scale or (0.9, 1.0), cfg.aug_seed)
+    store.progress = cfg.progress
     out = Path(cfg.out)
     methods = [(name, build_config(name, cfg.options.get(name, {}))) for name in cfg.method]
     with run_dir_lock(out):  # one run per --out: a second is refused naming the PID, before it writes
-        _claim(out, cfg)
-        vconfig.save(cfg, out / "adapt_config.yaml")
-        ctx = RunContext(dual, store, cfg, methods, cfg.data, out)
-        table = get_protocol(cfg.protocol)(ctx)
+        finished = _claim(out, cfg)
+        vconfig.save(cfg, out / CONFIG_FILE)
+        from ..engine.progress import Progress
+
+        total = len(methods) * len(cfg.seeds) * (len(cfg.shots) if cfg.protocol == "fewshot" else 1)
+        if finished:
+            print(f"vlkit: resuming the adapt run in {out}: {finished} of {total} cells finished earlier are "
+                  "reused (same config); training the rest", file=sys.stderr, flush=True)
+        with Progress(total, "adapt", unit="cell", enabled=cfg.progress, bar=False, every_s=0) as grid:
+            ctx = RunContext(dual, store, cfg, methods, cfg.data, out, progress=grid, fingerprint=dual.fingerprint())
+            table = get_protocol(cfg.protocol)(ctx)
         table["notes"] = ctx.notes + _notes(cfg)
+        if ctx.reused:
+            table["notes"].append(f"{ctx.reused} of {total} cells were reused from an earlier, interrupted run "
+                                  "with the same config")
         table["settings"] = settings(methods, table["records"])
         header = {"data": cfg.data, "model": cfg.model, "model fingerprint": dual.fingerprint(),
                   "shots": ",".join(map(str, cfg.shots)), "seeds": ",".join(map(str, cfg.seeds)),
@@ -191,16 +211,38 @@ def run(method: str | Sequence[str] | None = None, data: str | None = None, mode
             "features_encoded": store.encoded}
 
 
-def _claim(out: Path, cfg: AdaptConfig) -> None:
-    """Refuse to mix with an earlier run's folders unless ``overwrite`` (then they are replaced)."""
+CONFIG_FILE = "adapt_config.yaml"
+RESUME_IGNORES = ("progress", "overwrite", "out")  # settings that do not change a cell's result
+
+
+def _claim(out: Path, cfg: AdaptConfig) -> int:
+    """Take ``out`` for this run; returns the finished cells an earlier run with the same config
+    left (they are reused). Another config's results are refused unless ``overwrite`` (then
+    its folders are removed)."""
     earlier = [out / name for name in cfg.method if (out / name).exists()]
     earlier += [p for p in (out / f"results-{cfg.protocol}.json",) if p.exists()]
-    if earlier and not cfg.overwrite:
+    if not earlier:
+        return 0
+    if cfg.overwrite:
+        for path in earlier:
+            if path.is_dir():
+                shutil.rmtree(path)
+        return 0
+    saved = out / CONFIG_FILE
+    if not saved.is_file():
         raise UserError(f"{out} already holds results of an earlier run ({earlier[0].name}); choose another "
                         "--out or pass overwrite=true to replace them")
-    for path in earlier:
-        if path.is_dir():
-            shutil.rmtree(path)
+    changed = config_changes(vconfig.build(AdaptConfig, vconfig.read_yaml(saved)), cfg)
+    if changed:
+        raise UserError(f"{out} holds an adapt run with another config ({', '.join(changed)} differ); rerun it "
+                        "with the same settings to resume it, choose another --out, or pass overwrite=true")
+    return sum(1 for name in cfg.method for _ in (out / name).rglob(CELL_FILE))
+
+
+def config_changes(old: AdaptConfig, new: AdaptConfig) -> list[str]:
+    """The run settings that differ between two configs (those that change results only)."""
+    a, b = vconfig.to_dict(old), vconfig.to_dict(new)
+    return [k for k in sorted(set(a) | set(b)) if k not in RESUME_IGNORES and a.get(k) != b.get(k)]
 
 
 def _notes(cfg: AdaptConfig) -> list[str]:

@@ -52,7 +52,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file with AdaptConfig fields, or a shipped recipe's name "
                                     "(configs/adapt/: quick, moji-group-fewshot, ...)")
     p.add_argument("--out", help="run directory (default runs/adapt)")
-    p.add_argument("--progress", action="store_true", default=None, help="show a progress bar per training run")
+    p.add_argument("--progress", action="store_true", default=None,
+                   help="show progress (the default; progress=false hides it)")
     p.add_argument("--list", action="store_true", help="list the methods and their keys, then exit")
     grammar.add_device(p, default=None, config_key="device")
     grammar.add_overrides(p, "method keys (n_ctx=4, coop.lr=0.01) or run settings (budget=0.1)")
@@ -71,7 +72,7 @@ def _adapt(args: argparse.Namespace) -> int:
                   protocol=args.protocol, shots=args.shots, seeds=args.seeds, targets=args.targets,
                   budget=args.budget, views=args.views, out=args.out, progress=args.progress, device=args.device)
     print(out["paths"]["markdown"].read_text(), end="")
-    print(f"wrote {out['paths']['markdown']} and {out['paths']['json']}")
+    print(f"wrote {out['paths']['markdown']}, {out['paths']['json']} and {out['paths']['report']}")
     return 0
 
 

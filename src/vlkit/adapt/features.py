@@ -161,6 +161,7 @@ class FeatureStore:
         self.root = cache_dir("features", "adapt")
         self.banks: dict[str, ViewBank] = {}
         self.encoded = 0
+        self.progress = False  # show encodings of more than one batch (adapt.run sets its progress)
 
     def train_transform(self, scale: Sequence[float] | None = None, hflip: bool = False):
         """The training images' transform: random-resized crops at ``scale`` (default: the
@@ -190,14 +191,20 @@ class FeatureStore:
             collate.set_epoch(int(view))  # view v of position i: seeded by (aug_seed, v, i)
 
         def encode(positions: np.ndarray) -> torch.Tensor:
+            from ..engine.progress import Progress
+
             out = []
             self.model.to(self.device)
-            for start in range(0, len(positions), self.batch_size):
-                chunk = positions[start:start + self.batch_size]
-                images = collate([dataset[int(i)] for i in chunk])["images"].to(self.device)
-                with torch.no_grad():
-                    out.append(self.model.encode_image(images, normalize=False).float().cpu())  # (b, D)
-                self.encoded += len(chunk)
+            what = f"encoding {getattr(dataset, 'split', '')} images" + ("" if view == "eval" else f" (view {view})")
+            with Progress(len(positions), what, unit="image", leave=False,  # shown where it takes a while
+                          enabled=self.progress and len(positions) > self.batch_size) as shown:
+                for start in range(0, len(positions), self.batch_size):
+                    chunk = positions[start:start + self.batch_size]
+                    images = collate([dataset[int(i)] for i in chunk])["images"].to(self.device)
+                    with torch.no_grad():
+                        out.append(self.model.encode_image(images, normalize=False).float().cpu())  # (b, D)
+                    self.encoded += len(chunk)
+                    shown.update(len(chunk))
             return torch.cat(out)
 
         return encode

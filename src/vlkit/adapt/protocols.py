@@ -14,11 +14,17 @@
 Validation (min(K, 4) shots per class of the val split) picks epochs and hyperparameters; the
 test split is only ever scored. Methods that learn per-class parameters (linear probe, CSC,
 Tip-Adapter) get "n/a" where classes change.
+
+The grid survives a kill: each cell (method x shots x seed) writes its record to
+``<cell folder>/cell.json`` (atomically) as it finishes; a rerun with the same config into the
+same out dir reuses those cells and trains the rest (:func:`run_cell`).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -51,6 +57,9 @@ class RunContext:
     data: str
     out: Path
     notes: list[str] = field(default_factory=list)
+    progress: Any = None  # a vlkit.engine.progress.Progress over the grid's cells, or None
+    reused: int = 0  # cells finished by an earlier, killed run and reused
+    fingerprint: str | None = None  # the frozen model's, recorded with every cell
 
 
 @dataclass
@@ -93,6 +102,36 @@ def _record(name: str, shots: int, seed: int, t: Trained, **accs) -> dict:
     return {"method": name, "shots": shots, "seed": seed, **accs, **info}
 
 
+CELL_FILE = "cell.json"
+
+
+def run_cell(ctx: RunContext, folder: Path, label: str, compute: Callable[[], dict]) -> dict:
+    """One cell's record: read from ``folder/cell.json`` when an earlier run finished it (same
+    model), else computed (a killed cell's leftovers are removed first) and written atomically."""
+    from ..engine.checkpoint import atomic_write
+    from .results import _jsonable
+
+    done = folder / CELL_FILE
+    fingerprint = ctx.fingerprint
+    if done.is_file():
+        saved = json.loads(done.read_text())
+        if saved.get("model_fingerprint") != fingerprint:
+            raise UserError(f"{done} was trained on model {saved.get('model_fingerprint')}, not this run's "
+                            f"{fingerprint}; choose another --out or pass overwrite=true")
+        ctx.reused += 1
+        record, label = saved["record"], f"{label} (reused)"
+    else:
+        if folder.exists():
+            shutil.rmtree(folder)  # a cell killed before it finished: trained again from the start
+        record = compute()
+        text = json.dumps(_jsonable({"model_fingerprint": fingerprint, "record": record}), indent=1)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(done, lambda f: f.write(text.encode("utf-8")), what=CELL_FILE)
+    if ctx.progress is not None:
+        ctx.progress.update(1, {"last": label})
+    return record
+
+
 @PROTOCOLS.register("fewshot")
 def run_fewshot(ctx: RunContext) -> dict:
     train_ds, val_ds = load_split(ctx.data, "train"), load_split(ctx.data, "val", required=False)
@@ -101,10 +140,14 @@ def run_fewshot(ctx: RunContext) -> dict:
     for name, cfg in ctx.methods:
         for k in ctx.run.shots:
             for seed in ctx.run.seeds:
-                tr = fewshot(train_ds, k, seed, ctx.run.allow_fewer)
-                t = train_one(ctx, name, cfg, tr, validation(val_ds, k, seed), k, seed,
-                              ctx.out / name / f"{k}shot" / f"seed{seed}")
-                records.append(_record(name, k, seed, t, test_acc=score(ctx, t.method, test)))
+                folder = ctx.out / name / f"{k}shot" / f"seed{seed}"
+
+                def cell(name=name, cfg=cfg, k=k, seed=seed, folder=folder):
+                    tr = fewshot(train_ds, k, seed, ctx.run.allow_fewer)
+                    t = train_one(ctx, name, cfg, tr, validation(val_ds, k, seed), k, seed, folder)
+                    return _record(name, k, seed, t, test_acc=score(ctx, t.method, test))
+
+                records.append(run_cell(ctx, folder, f"{name} {k}-shot seed {seed}", cell))
     columns = [f"{k}-shot" for k in ctx.run.shots]
     rows = []
     for name, _ in ctx.methods:
@@ -128,13 +171,17 @@ def run_base2new(ctx: RunContext) -> dict:
     records, k = [], ctx.run.shots[0]
     for name, cfg in ctx.methods:
         for seed in ctx.run.seeds:
-            tr = fewshot_of_classes(train_ds, base, k, seed, ctx.run.allow_fewer)
-            va = validation(val_ds, k, seed)
-            va = restrict(va, base) if va is not None else None
-            t = train_one(ctx, name, cfg, tr, va if va is not None and len(va) else None, k, seed,
-                          ctx.out / name / "base2new" / f"seed{seed}")
-            b, n = score(ctx, t.method, test_base), score(ctx, t.method, test_new, classes_changed=True)
-            records.append(_record(name, k, seed, t, base_acc=b, new_acc=n))
+            folder = ctx.out / name / "base2new" / f"seed{seed}"
+
+            def cell(name=name, cfg=cfg, seed=seed, folder=folder):
+                tr = fewshot_of_classes(train_ds, base, k, seed, ctx.run.allow_fewer)
+                va = validation(val_ds, k, seed)
+                va = restrict(va, base) if va is not None else None
+                t = train_one(ctx, name, cfg, tr, va if va is not None and len(va) else None, k, seed, folder)
+                b, n = score(ctx, t.method, test_base), score(ctx, t.method, test_new, classes_changed=True)
+                return _record(name, k, seed, t, base_acc=b, new_acc=n)
+
+            records.append(run_cell(ctx, folder, f"{name} base2new seed {seed}", cell))
     rows = []
     for name, _ in ctx.methods:
         mine = [r for r in records if r["method"] == name]
@@ -157,11 +204,15 @@ def _transfer_protocol(ctx: RunContext, targets: list[str], tag: str) -> dict:
     records, k = [], ctx.run.shots[0]
     for name, cfg in ctx.methods:
         for seed in ctx.run.seeds:
-            tr = fewshot(train_ds, k, seed, ctx.run.allow_fewer)
-            t = train_one(ctx, name, cfg, tr, validation(val_ds, k, seed), k, seed,
-                          ctx.out / name / tag / f"seed{seed}")
-            accs = {spec: score(ctx, t.method, split) for spec, split in tests.items()}
-            records.append(_record(name, k, seed, t, accs=accs))
+            folder = ctx.out / name / tag / f"seed{seed}"
+
+            def cell(name=name, cfg=cfg, seed=seed, folder=folder):
+                tr = fewshot(train_ds, k, seed, ctx.run.allow_fewer)
+                t = train_one(ctx, name, cfg, tr, validation(val_ds, k, seed), k, seed, folder)
+                accs = {spec: score(ctx, t.method, split) for spec, split in tests.items()}
+                return _record(name, k, seed, t, accs=accs)
+
+            records.append(run_cell(ctx, folder, f"{name} {tag} seed {seed}", cell))
     rows = []
     for name, _ in ctx.methods:
         mine = [r for r in records if r["method"] == name]

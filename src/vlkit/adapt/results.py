@@ -62,7 +62,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def write(out_dir: Path, protocol: str, table: dict, header: dict) -> dict[str, Path]:
-    """Write ``results-<protocol>.md`` and ``.json``; return their paths."""
+    """Write ``results-<protocol>.md`` and ``.json`` and ``report.html``; return their paths."""
+    from .. import report
     from ..engine.checkpoint import atomic_write
 
     md = out_dir / f"results-{protocol}.md"
@@ -70,4 +71,12 @@ def write(out_dir: Path, protocol: str, table: dict, header: dict) -> dict[str, 
     for path, text in ((md, markdown(protocol, table, header)),
                        (js, json.dumps(_jsonable({"protocol": protocol, **header, **table}), indent=2))):
         atomic_write(path, lambda f, text=text: f.write(text.encode("utf-8")), what=path.name)  # whole or not at all
-    return {"markdown": md, "json": js}
+    tables = [(table.get("metric", "top-1 accuracy (%)"), ["method", *table["columns"]],
+               [[row["method"], *(_cell(row.get(c)) for c in table["columns"])] for row in table["rows"]])]
+    if table.get("settings"):
+        tables.append(("Settings (each method's reference unless overridden)",
+                       ["method", "optimizer", "model reported", "training augmentation"],
+                       [[r["method"], r["optimizer"], r["selection"], r["augmentation"]] for r in table["settings"]]))
+    page = report.write_tables(out_dir, f"vlkit adapt: {protocol} results", list(header.items()), tables,
+                               [f"Note: {n}" for n in table.get("notes", [])] + [f"Tables: {md.name}, {js.name}"])
+    return {"markdown": md, "json": js, "report": page}

@@ -34,7 +34,7 @@ class EngineConfig:
     log_every: int = 10  # steps between metrics lines (the last step is always logged)
     seed: int = 0  # torch/numpy/random seed (+ rank) and the data order seed
     num_workers: int = 0  # DataLoader worker processes (batches stay exact: Collate reseeds per sample)
-    progress: bool = True  # tqdm bar on rank 0
+    progress: bool = True  # rank 0: a tqdm bar on a terminal, else a line every $VLKIT_PROGRESS_EVERY s
     # trackers besides metrics.jsonl (vlkit.engine.trackers); each an extra: pip install 'vlkit[wandb]'
     log_to: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)
     wandb_project: str = "vlkit"  # log_to wandb: the project (offline unless WANDB_MODE says otherwise)
@@ -77,3 +77,4 @@ class FitResult:
     samples_per_s: float  # global samples per second over this process's training time
     model_path: Path | None = None  # <out_dir>/model.safetensors when written
     stopped_early: bool = False  # a hook set state.should_stop
+    steps_planned: int = 0  # the steps the run was set up for (engine.steps, or epochs x batches)

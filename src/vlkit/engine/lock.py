@@ -104,7 +104,8 @@ def acquire(out_dir: str | Path) -> None:
     stale = _read_pid(fd)
     if stale is not None and stale != os.getpid():
         _warn(f"took over the lock of {out_dir} from PID {stale}, which ended without releasing it "
-              "(killed?); resume the run with --resume if it was cut short")
+              "(killed?); if it was cut short, continue it (pretrain: --resume; adapt: the same "
+              "command reuses its finished cells)")
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, f"{os.getpid()}\n".encode())

@@ -1,5 +1,8 @@
 """What a run tells its user: a progress bar, ``metrics.jsonl``, trackers, one-line notes.
 
+Progress is :class:`~vlkit.engine.progress.Progress`: a tqdm bar on a terminal, else a line
+every few seconds (``$VLKIT_PROGRESS_EVERY``, default 10) with step, loss, lr and samples/s.
+
 Only rank 0 writes (the other ranks get a logger that keeps the history in memory and writes
 nothing), so a DDP run has one bar and one metrics file.
 
@@ -98,24 +101,24 @@ class RunLogger:
         if not self.enabled or not message:
             return
         if self._bar is not None:
-            self._bar.write(f"vlkit: {message}", file=sys.stderr)
+            self._bar.note(f"vlkit: {message}")
         else:
             print(f"vlkit: {message}", file=sys.stderr, flush=True)
 
     def advance(self, n: int, record: dict[str, Any] | None = None) -> None:
-        """Move the bar by ``n`` steps; show loss, lr and samples/s from ``record``."""
+        """Move the progress by ``n`` steps; show loss, lr and samples/s from ``record``."""
         if self._bar is None and self.enabled and self._bar_args is not None:
-            from tqdm.auto import tqdm  # made at the first step, after the set-up notes
+            from .progress import Progress  # made at the first step, after the set-up notes
 
-            self._bar = tqdm(**self._bar_args, unit="step", dynamic_ncols=True)
+            self._bar = Progress(desc="training", unit="step", **self._bar_args)
         if self._bar is None:
             return
+        shown = None
         if record is not None:
             shown = {"loss": f"{record['loss']:.4g}", "lr": f"{record['lr']:.3g}"}
             if record.get("samples_per_s") is not None:
                 shown["samples/s"] = f"{record['samples_per_s']:.1f}"
-            self._bar.set_postfix(shown, refresh=False)
-        self._bar.update(n)
+        self._bar.update(n, shown)
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one metrics line (kept in ``history`` on every rank)."""

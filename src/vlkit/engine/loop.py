@@ -420,7 +420,7 @@ class _Trainer:
             step=s.step, epoch=s.epoch, losses=dict(s.losses), history=list(self.log.history),
             checkpoint=s.last_checkpoint, out_dir=self.out_dir,
             samples_per_s=self.samples_done / train_s if train_s > 0 else 0.0,
-            model_path=model_path, stopped_early=s.should_stop,
+            model_path=model_path, stopped_early=s.should_stop, steps_planned=self.total,
         )
 
 

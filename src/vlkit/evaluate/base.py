@@ -161,6 +161,22 @@ def per_class_table(logits: torch.Tensor, labels: torch.Tensor, classnames: list
     return {names[c]: float(recall[c]) for c in range(n_classes) if not math.isnan(recall[c])}
 
 
+CONFUSION_MAX_CLASSES = 20  # a confusion matrix is recorded (and drawn) only where classes are few
+
+
+def confusion_table(logits: torch.Tensor, labels: torch.Tensor, classnames: list[str] | None) -> dict | None:
+    """``{"classes": names, "counts": [[n(true=i, predicted=j)]]}`` (rows: true class), or None
+    when there are more than :data:`CONFUSION_MAX_CLASSES` classes (unreadable as a grid)."""
+    n_classes = logits.shape[1]
+    if n_classes > CONFUSION_MAX_CLASSES:
+        return None
+    pred = logits.argmax(1).long()
+    counts = torch.zeros(n_classes, n_classes, dtype=torch.long)
+    counts.index_put_((labels.long(), pred), torch.ones_like(pred), accumulate=True)  # (C, C)
+    names = classnames if classnames is not None else [str(i) for i in range(n_classes)]
+    return {"classes": list(names), "counts": counts.tolist()}
+
+
 def split_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded random split of range(n) into two disjoint parts (first has ``fraction``)."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))

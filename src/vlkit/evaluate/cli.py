@@ -29,9 +29,9 @@ DESCRIPTION = """\
 Evaluate a dual encoder on a dataset with one or more suites, write metrics.json,
 artifacts.json, metrics.md, report.html and CLIP_benchmark's per-suite result files
 (clip_benchmark/, for `clip_benchmark build`) in --out, and print the metrics with their
-chance levels. Image features are cached (keyed by model, data and transform) and text
-features too (keyed by model and texts), so a second evaluation of the same model and data
-skips both towers."""
+chance levels. A folder holding another run's results is refused unless --overwrite. Image
+features are cached (keyed by model, data and transform) and text features too (keyed by model
+and texts), so a second evaluation of the same model and data skips both towers."""
 
 EPILOG = """\
 examples:
@@ -78,6 +78,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--adapter", default=None, metavar="DIR",
                    help="merge a LoRA adapter in PEFT format (adapter_config.json, as `vlkit adapt --method lora` "
                         "or peft writes it) into MODEL before evaluating (docs/interop.md)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in --out (without it such a folder is refused)")
     p.set_defaults(func=run_eval)
     return p
 
@@ -117,8 +119,8 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"merged the LoRA adapter {args.adapter} into {args.model}")
     results = run(model, spec, args.suite, out_dir=args.out, seed=args.seed, options=options,
                   split=args.split, batch_size=args.batch_size, device=args.device, cache=not args.no_cache,
-                  data_options=data_options)
-    path = report.write(args.out, dataset=grammar.join_data_spec(spec, data_options), title=args.title)
+                  data_options=data_options, overwrite=args.overwrite, title=args.title)
+    path = Path(args.out) / report.REPORT_FILE
     print_table(results)
     out = Path(args.out)
     print(f"wrote {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'artifacts.json'} and "

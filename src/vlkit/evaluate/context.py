@@ -167,12 +167,18 @@ class EvalContext:
         """(N, D) L2-normalised text features; each distinct text is encoded once per context."""
         texts = [str(t) for t in texts]
         missing = list(dict.fromkeys(t for t in texts if t not in self._text_rows))
-        for start in range(0, len(missing), self.text_batch_size):
-            chunk = missing[start : start + self.text_batch_size]
-            rows = F.normalize(self._encode_text(chunk).detach().float().cpu(), dim=-1)  # (n, D)
-            if rows.shape[0] != len(chunk):
-                raise RuntimeError(f"text encoder returned {rows.shape[0]} rows for {len(chunk)} texts")
-            self._text_rows.update(zip(chunk, rows))
+        from ..engine.progress import Progress
+
+        shown = Progress(len(missing), "encoding texts", unit="text", leave=False,
+                         enabled=self.progress and len(missing) > self.text_batch_size)  # more than one chunk
+        with shown:
+            for start in range(0, len(missing), self.text_batch_size):
+                chunk = missing[start : start + self.text_batch_size]
+                rows = F.normalize(self._encode_text(chunk).detach().float().cpu(), dim=-1)  # (n, D)
+                if rows.shape[0] != len(chunk):
+                    raise RuntimeError(f"text encoder returned {rows.shape[0]} rows for {len(chunk)} texts")
+                self._text_rows.update(zip(chunk, rows))
+                shown.update(len(chunk))
         if not texts:
             return torch.empty(0, 0)
         return torch.stack([self._text_rows[t] for t in texts])
@@ -191,6 +197,7 @@ class EvalContext:
         return {"name": self.data_name, "view": self.view, "source": self.source}
 
     # -- shared checks --------------------------------------------------------------------------
+    progress = False  # show encoding progress (ModelContext: evaluate.run's progress=)
     data_name = "data"
     view: str | None = None
 

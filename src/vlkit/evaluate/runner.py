@@ -12,13 +12,15 @@ and collects one results dict::
       "config":    {suite: resolved options},
       "seed":      0,
       "versions":  {"vlkit", "torch", "python", ...},
-      "history", "run_config": ...                        # only when a trainer passes them
+      "history", "run_config", "training": ...            # only when a trainer passes them
       "artifacts": {suite: {...}},                        # returned; written to artifacts.json
     }
 
 With ``out_dir`` it writes ``metrics.json`` (everything but the artifacts; NaN and infinities
 as null, so the file is strict JSON), ``artifacts.json``, ``metrics.md`` and, per suite,
 CLIP_benchmark's result file under ``clip_benchmark/`` (see :mod:`.clip_benchmark_format`).
+A folder that already holds another run's results is refused (one line, before any work)
+unless ``overwrite=True`` (``vlkit eval --overwrite``): results are never silently replaced.
 """
 
 from __future__ import annotations
@@ -70,6 +72,11 @@ def run(
     data_options: Mapping[str, Any] | None = None,
     history: Any = None,
     config: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    report: bool = True,
+    title: str | None = None,
+    progress: bool = True,
 ) -> dict:
     """Run ``suites`` (names in :data:`EVALUATORS`, a list or "a,b") and return the results.
 
@@ -83,7 +90,11 @@ def run(
     runs, by the rule of every subcommand (:func:`vlkit.engine.distributed.pick_device`; None:
     auto, the GPU when CUDA is there); a model object moves only when ``device`` is given.
     ``history`` and ``config`` (the training run's log and resolved config, when a trainer calls
-    this) are kept in metrics.json as ``history`` / ``run_config``.
+    this) are kept in metrics.json as ``history`` / ``run_config``;
+    ``training`` (steps done and planned, whether a time budget stopped the run) as ``training``.
+    ``overwrite``: replace the results of an earlier run in ``out_dir`` (else refused).
+    ``report``: write ``report.html`` (headed ``title``) next to the metrics. ``progress``:
+    show the image encoding's progress (a bar on a terminal, a line every few seconds otherwise).
     """
     evaluators = build_evaluators(suites, options, default_split=split)
     if isinstance(data, str):
@@ -91,12 +102,33 @@ def run(
     # one evaluation per --out: a second one into the same folder is refused (naming the PID)
     # before any work, so the folder's three files always come from one run
     with run_dir_lock(out_dir or ".", enabled=out_dir is not None):
-        return _run(evaluators, model, data, out_dir, seed, batch_size=batch_size, device=device, cache=cache,
-                    data_options=data_options, history=history, config=config)
+        if out_dir is not None:
+            check_out_dir(out_dir, overwrite)
+        results = _run(evaluators, model, data, out_dir, seed, batch_size=batch_size, device=device, cache=cache,
+                       data_options=data_options, history=history, config=config, training=training,
+                       progress=progress)
+        if out_dir is not None and report:
+            from .. import report as _report
+
+            # the evaluated dataset itself, where one was given: its images need no reload
+            given = data if not isinstance(data, (str, Path)) else None
+            _report.write(out_dir, dataset=given, title=title)
+        return results
+
+
+RESULT_FILES = ("metrics.json", "artifacts.json", "metrics.md", "report.html")
+
+
+def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> None:
+    """Refuse an ``out_dir`` holding another run's results (unless ``overwrite``), in one line."""
+    found = [name for name in RESULT_FILES if (Path(out_dir) / name).exists()]
+    if found and not overwrite:
+        raise UserError(f"{out_dir} already holds the results of another run ({found[0]}); choose a new --out "
+                        "directory, or pass --overwrite (overwrite=True) to replace them")
 
 
 def _run(evaluators, model, data, out_dir, seed, *, batch_size, device, cache, data_options, history,
-         config) -> dict:
+         config, training, progress) -> dict:
     model_name = None
     if isinstance(model, (str, Path)):
         from .. import models
@@ -108,7 +140,7 @@ def _run(evaluators, model, data, out_dir, seed, *, batch_size, device, cache, d
         if callable(getattr(model, "to", None)):
             model.to(device)
     ctx = EvalContext.from_model(model, data, seed=seed, batch_size=batch_size, device=device, cache=cache,
-                                 data_options=data_options, model_name=model_name)
+                                 data_options=data_options, model_name=model_name, progress=progress)
     metrics, chance, artifacts = {}, {}, {}
     for name, evaluator in evaluators.items():
         with ctx.for_suite(name):
@@ -129,6 +161,8 @@ def _run(evaluators, model, data, out_dir, seed, *, batch_size, device, cache, d
         results["history"] = history
     if config is not None:
         results["run_config"] = dict(config)
+    if training is not None:
+        results["training"] = dict(training)
     if out_dir is not None:
         write_results(results, artifacts, out_dir)
         clip_benchmark_format.write(results, out_dir, model_name, jsonable)  # beside it: docs/interop.md

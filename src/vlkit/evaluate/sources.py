@@ -41,8 +41,10 @@ class ModelContext(EvalContext):
         text_batch_size: int = 256,
         data_options: Mapping[str, Any] | None = None,
         model_name: str | None = None,
+        progress: bool = False,
     ):
         super().__init__(seed=seed, logit_scale=_logit_scale_of(model), text_batch_size=text_batch_size)
+        self.progress = progress  # show the image encoding (the slow part of an evaluation)
         self.model = model
         self._model_name = repr(model_name) if model_name else None
         self.batch_size = int(batch_size)
@@ -138,12 +140,17 @@ class ModelContext(EvalContext):
 
     def _encode_images(self, ds, transform=None) -> torch.Tensor:
         transform = transform or self.model.preprocess(train=False)
+        from ..engine.progress import Progress
+
         feats = []
-        with torch.no_grad(), _eval_mode(self.model):
+        desc = f"encoding {getattr(ds, 'split', '')} images".replace("  ", " ")
+        with torch.no_grad(), _eval_mode(self.model), Progress(len(ds), desc, unit="image",
+                                                                enabled=self.progress, leave=False) as shown:
             for start in range(0, len(ds), self.batch_size):
                 stop = min(start + self.batch_size, len(ds))
                 images = torch.stack([transform(ds[i].image) for i in range(start, stop)])  # (B, 3, H, W)
                 feats.append(self.model.encode_image(images.to(self.device), normalize=True).float().cpu())
+                shown.update(stop - start)
         return torch.cat(feats)  # (N, D)
 
     def _encode_text(self, texts: list[str]) -> torch.Tensor:

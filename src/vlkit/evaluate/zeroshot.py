@@ -29,6 +29,7 @@ from .base import (
     Evaluator,
     classification_chance,
     classification_metrics,
+    confusion_table,
     per_class_table,
 )
 
@@ -91,13 +92,17 @@ class ZeroShot(Evaluator):
         labels = ctx.labels(split)
         if len(labels) != len(logits):
             raise RuntimeError(f"{len(logits)} logits for {len(labels)} labels in split {split!r}")
+        artifacts = {
+            "per_class_acc1": per_class_table(logits, labels, names),
+            "n_classes": logits.shape[1],
+            "n_templates": 0 if given else len(ctx.templates(split)),
+            "n_samples": len(labels),
+        }
+        confusion = confusion_table(logits, labels, names)
+        if confusion is not None:  # few classes: the grid says which ones are mistaken for which
+            artifacts["confusion"] = confusion
         return EvalResult(
             classification_metrics(logits, labels),
-            artifacts={
-                "per_class_acc1": per_class_table(logits, labels, names),
-                "n_classes": logits.shape[1],
-                "n_templates": 0 if given else len(ctx.templates(split)),
-                "n_samples": len(labels),
-            },
+            artifacts=artifacts,
             chance=classification_chance(logits.shape[1]),
         )

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..data.cache import FeatureCache
+from ..engine.progress import Progress
 
 
 class FrozenTextFeatures:
@@ -46,10 +47,12 @@ class FrozenImageFeatures:
 
         def compute() -> torch.Tensor:
             out = []
-            rng = range(0, len(dataset), batch_size)
-            for i0 in _bar(rng, progress, "encoding images"):
-                with torch.no_grad():
-                    out.append(model.encode_image_pooled(images(i0, min(i0 + batch_size, len(dataset)))))
+            with Progress(len(dataset), "encoding images", unit="image", enabled=progress, leave=False) as shown:
+                for i0 in range(0, len(dataset), batch_size):
+                    i1 = min(i0 + batch_size, len(dataset))
+                    with torch.no_grad():
+                        out.append(model.encode_image_pooled(images(i0, i1)))
+                    shown.update(i1 - i0)
             return torch.cat(out)
 
         self.features = (cache or FeatureCache()).get(key, compute, rows=len(dataset))  # (N, W)
@@ -60,15 +63,10 @@ class FrozenImageFeatures:
 
 def _encode_batches(items: Sequence, encode: Callable, batch_size: int, progress: bool, what: str):
     out = []
-    for i0 in _bar(range(0, len(items), batch_size), progress, f"encoding {what}s"):
-        with torch.no_grad():
-            out.append(encode(list(items[i0 : i0 + batch_size])))
+    with Progress(len(items), f"encoding {what}s", unit=what, enabled=progress, leave=False) as shown:
+        for i0 in range(0, len(items), batch_size):
+            chunk = list(items[i0 : i0 + batch_size])
+            with torch.no_grad():
+                out.append(encode(chunk))
+            shown.update(len(chunk))
     return torch.cat(out)
-
-
-def _bar(it, progress: bool, desc: str):
-    if not progress:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc, leave=False)

@@ -2,7 +2,12 @@
 engine's one loop; save the model, and evaluate it when the recipe asks.
 
 Run directory layout: ``config.yaml`` (resolved), ``metrics.jsonl`` + ``checkpoints/`` (the
-engine's), ``model/`` (``DualEncoder.save``), and the evaluation's ``metrics.json``.
+engine's), ``model/`` (``DualEncoder.save``), ``metrics.json`` (the evaluation's metrics, or
+none when the recipe evaluates nothing, and always a ``training`` block: steps done and
+planned, whether the time budget stopped the run) and ``report.html``.
+
+A time budget (``time_budget_s``) that stops training before its planned steps is never
+silent: one warning line gives the steps done and planned and the override that lifts it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from .. import models
 from ..data.collate import Collate
 from ..engine import DatasetBatches, fit
 from ..engine.lock import run_dir_lock
+from ..engine.progress import warn
 from ..engine.loop import check_config as check_engine_config, check_out_dir
 from ..errors import UserError
 from ..objectives import MomentumEncoder, build as build_objective
@@ -197,25 +203,65 @@ def _run(cfg: PretrainConfig, out_dir: Path, resume: bool | str) -> PretrainResu
         cfglib.save(cfg, out_dir / "config.yaml")
     bank = _bank_texts(cfg, ds, text_cache) if "text_bank" in objective.requires else None
     task = ContrastiveTask(ContrastiveModule(model, objective, momentum), text_cache, image_cache, bank)
-    hooks = [TimeBudget(cfg.time_budget_s)] if cfg.time_budget_s else []
+    budget = TimeBudget(cfg.time_budget_s) if cfg.time_budget_s else None
     # model/ (DualEncoder.save) is what users load; the engine's own weights file would repeat it
     engine_cfg = dataclasses.replace(cfg.engine, save_safetensors=False)
     model.train()  # loading gives eval mode; frozen parts stay in eval (DualEncoder.train)
-    result = fit(task, batches, engine_cfg, out_dir, resume=resume, hooks=hooks)
+    result = fit(task, batches, engine_cfg, out_dir, resume=resume, hooks=[budget] if budget else [])
+    training = training_summary(result, cfg.time_budget_s, budget)
 
     model.eval()
     model_dir = out_dir / "model"
     metrics: dict[str, Any] = {}
     if not _is_main():  # torchrun: rank 0 alone saves and evaluates
         return PretrainResult(out_dir, model_dir, result, metrics, {"text": cache_text, "image": cache_image})
+    if training["stopped_by_budget"]:
+        warn(training["warning"])
     model.save(model_dir)
-    if cfg.eval.data:
-        from ..evaluate import run as evaluate
-
-        metrics = evaluate(model, cfg.eval.data, cfg.eval.suites, out_dir=out_dir, split=cfg.eval.split,
-                           options=cfg.eval.options, data_options=cfg.eval.data_options,
-                           history=result.history, config=cfglib.to_dict(cfg))
+    metrics = _evaluate(cfg, model, out_dir, result, training)
     return PretrainResult(out_dir, model_dir, result, metrics, {"text": cache_text, "image": cache_image})
+
+
+def training_summary(result, budget_s: float | None, budget: TimeBudget | None) -> dict[str, Any]:
+    """What metrics.json and the report say about training: steps done of planned, the budget."""
+    stopped = budget is not None and budget.stopped_at is not None
+    out = {"steps_done": int(result.step), "steps_planned": int(result.steps_planned),
+           "time_budget_s": budget_s, "stopped_by_budget": stopped,
+           "lift_budget": "time_budget_s=null" if budget_s else None}
+    if stopped:
+        out["warning"] = budget_message(out)
+    return out
+
+
+def budget_message(training: dict[str, Any]) -> str:
+    """The one line a run stopped by its time budget prints (and the report shows)."""
+    b = training["time_budget_s"]
+    return (f"the time budget stopped training at step {training['steps_done']} of {training['steps_planned']} "
+            f"(time_budget_s={b:g}: {b:g} s of training per run), so the model is undertrained; --resume "
+            f"trains {b:g} s more, and the override {training['lift_budget']} lifts the budget")
+
+
+def _evaluate(cfg: PretrainConfig, model, out_dir: Path, result, training: dict) -> dict[str, Any]:
+    """The recipe's evaluation (or a metrics.json with only the training facts), then report.html."""
+    from .. import report
+    from ..evaluate import run as evaluate
+    from ..evaluate.runner import versions, write_results
+
+    run_config = cfglib.to_dict(cfg)
+    title = f"vlkit pretrain: {cfg.model} on {cfg.data.name}"
+    if cfg.eval.data:  # the run directory is this run's (locked, checked): its results are replaced
+        return evaluate(model, cfg.eval.data, cfg.eval.suites, out_dir=out_dir, split=cfg.eval.split,
+                        options=cfg.eval.options, data_options=cfg.eval.data_options, history=result.history,
+                        config=run_config, training=training, overwrite=True, title=title,
+                        progress=cfg.engine.progress)
+    # nothing to evaluate: the run directory still gets its metrics.json and report
+    metrics = {"metrics": {}, "chance": {}, "model": {"class": type(model).__name__,
+                                                     "fingerprint": model.fingerprint(), "config": model.config},
+               "data": {"spec": cfg.data.name, "split": cfg.data.split}, "config": {},
+               "seed": cfg.engine.seed, "versions": versions(), "run_config": run_config, "training": training}
+    write_results(metrics, {}, out_dir)
+    report.write(out_dir, title=title)
+    return metrics
 
 
 def objective_momentum(cfg: PretrainConfig) -> float:

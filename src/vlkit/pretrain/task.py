@@ -119,14 +119,19 @@ class ContrastiveTask:
 
 
 class TimeBudget(Hook):
-    """Stop the run (with a final checkpoint) once training has used ``seconds`` of wall time."""
+    """Stop the run (with a final checkpoint) once training has used ``seconds`` of wall time.
+
+    Each process counts from its own start, so a resumed run gets the budget again.
+    ``stopped_at`` is the step it stopped the run at (None: the run reached its planned end).
+    """
 
     def __init__(self, seconds: float):
-        self.seconds, self.start = float(seconds), None
+        self.seconds, self.start, self.stopped_at = float(seconds), None, None
 
     def on_fit_start(self, state: TrainState) -> None:
-        self.start = time.perf_counter()
+        self.start, self.stopped_at = time.perf_counter(), None
 
     def on_step_end(self, state: TrainState) -> None:
-        if time.perf_counter() - self.start >= self.seconds:
+        if state.step < state.total_steps and time.perf_counter() - self.start >= self.seconds:
             state.should_stop = True
+            self.stopped_at = state.step

@@ -6,8 +6,10 @@
 
 The page is built from ``metrics.json`` and ``artifacts.json`` (written by
 :func:`vlkit.evaluate.run`) and, for a training run, ``metrics.jsonl`` (the engine's log):
-metrics with chance levels, training curves, per-class accuracy, reliability diagrams,
-conformal coverage and set size against alpha, retrieval examples with their images. Every
+metrics with chance levels, training curves (and a warning first when a time budget cut
+training short), per-class accuracy (where classes differ), a confusion matrix (up to 20
+classes), reliability diagrams, conformal coverage and set size against alpha, retrieval
+examples with their images (the evaluated data reloaded with its recorded options). Every
 image is an embedded PNG (matplotlib, Agg canvas, 80 dpi) and there is no script, so the file
 opens anywhere and can be mailed. OpenMoji images carry their CC BY-SA 4.0 credit.
 """
@@ -15,7 +17,7 @@ opens anywhere and can be mailed. OpenMoji images carry their CC BY-SA 4.0 credi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from .inputs import OPENMOJI_CREDIT, RunFiles, SplitImages, read_run
 from .page import format_chance, format_value, metric_rows, render_page
@@ -24,8 +26,13 @@ from .panels import PANELS, Figure, Panel, Section, render_suite
 REPORT_FILE = "report.html"
 
 
-def write(out_dir: str | Path, *, dataset: Any = None, title: str | None = None) -> Path:
+def write(out_dir: str | Path, *, dataset: Any = None, title: str | None = None,
+          headline: Sequence[tuple[str, Any, Any]] = (), links: Mapping[str, str | Path] | None = None) -> Path:
     """Write ``report.html`` in the run directory ``out_dir`` and return its path.
+
+    ``headline``: ``(label, value, chance)`` rows shown first, above every other number (e.g.
+    the demo's unseen-concept retrieval, which lives in a sub-run). ``links``: ``{title: path}``
+    of related reports, linked from the top (paths relative to ``out_dir``).
 
     ``dataset``: where the retrieval examples' images come from: the evaluated dataset object,
     a ``{split: dataset}`` mapping or a spec string; None loads the spec recorded in
@@ -48,9 +55,39 @@ def write(out_dir: str | Path, *, dataset: Any = None, title: str | None = None)
         if isinstance(artifacts, dict):
             suite_sections, leftovers[suite] = render_suite(suite, artifacts, run, images)
             sections += suite_sections
-    page = render_page(run, sections, leftovers, title)
+    top = headline_section(headline, links or {})
+    page = render_page(run, sections, leftovers, title, lead=top)
     # a reader never sees half a page; a full disk is one line and keeps the previous page
     return atomic_write(run.out_dir / REPORT_FILE, lambda f: f.write(page.encode("utf-8")), what="report")
+
+
+def write_tables(out_dir: str | Path, title: str, facts: Sequence[tuple[str, Any]],
+                 tables: Sequence[tuple[str, list[str], list[list]]], notes: Sequence[str] = ()) -> Path:
+    """``report.html`` for a run whose results are tables (``vlkit adapt``): facts, tables, notes."""
+    from ..engine.checkpoint import atomic_write
+    from .page import render_tables_page
+
+    page = render_tables_page(title, list(facts), list(tables), list(notes))
+    return atomic_write(Path(out_dir) / REPORT_FILE, lambda f: f.write(page.encode("utf-8")), what="report")
+
+
+def headline_section(headline: Sequence[tuple[str, Any, Any]], links: Mapping[str, str | Path]) -> Section | None:
+    """The numbers that matter most, and links to the sub-reports, as the page's first section."""
+    if not headline and not links:
+        return None
+    from .page import esc
+
+    parts = []
+    if headline:
+        rows = "".join(f'<tr><td>{esc(label)}</td><td class="num">{esc(format_value(value))}</td>'
+                       f'<td class="num">{esc(format_chance(chance))}</td></tr>' for label, value, chance in headline)
+        parts.append('<table><thead><tr><th>metric</th><th class="num">value</th><th class="num">chance</th>'
+                     f"</tr></thead><tbody>{rows}</tbody></table>")
+    if links:
+        items = "".join(f'<li><a href="{esc(Path(path).as_posix())}">{esc(name)}</a></li>'
+                        for name, path in links.items())
+        parts.append(f"<p>Sub-reports:</p><ul>{items}</ul>")
+    return Section("headline", "Headline", html="".join(parts))
 
 
 def training_section(history: list[dict]) -> Section | None:
@@ -69,4 +106,5 @@ def training_section(history: list[dict]) -> Section | None:
 
 
 __all__ = ["OPENMOJI_CREDIT", "PANELS", "Figure", "Panel", "REPORT_FILE", "RunFiles", "Section", "SplitImages",
-           "format_chance", "format_value", "metric_rows", "read_run", "training_section", "write"]
+           "format_chance", "format_value", "headline_section", "metric_rows", "read_run", "training_section", "write",
+           "write_tables"]

@@ -81,6 +81,31 @@ def per_class_bars(per_class: dict[str, float], chance: float | None = None, tit
     return to_png(fig)
 
 
+def confusion_matrix(classes: Sequence[str], counts: Sequence[Sequence[int]], title: str = "") -> bytes:
+    """The confusion grid (rows: true class, columns: predicted), each row as a fraction of its
+    samples, with the count written in every non-empty cell."""
+    n = len(classes)
+    totals = [max(1, sum(row)) for row in counts]
+    fractions = [[c / t for c in row] for row, t in zip(counts, totals)]  # (C, C) row-normalised
+    side = 2.2 + 0.32 * n
+    fig = new_figure(side + 1.2, side)
+    ax = fig.add_subplot()
+    image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    for i, row in enumerate(counts):
+        for j, c in enumerate(row):
+            if c:
+                ax.text(j, i, str(c), ha="center", va="center", fontsize=7,
+                        color="white" if fractions[i][j] > 0.6 else "black")
+    names = [textwrap.shorten(str(c), 22, placeholder="...") for c in classes]
+    ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(n), names, fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    ax.set_title(title, fontsize=10)
+    return to_png(fig)
+
+
 def reliability_diagram(reliability: dict[str, list[dict]], ece: dict[str, float | None]) -> bytes:
     """Accuracy against confidence per bin, before and after temperature scaling, one panel each.
 

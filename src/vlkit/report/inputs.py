@@ -116,7 +116,9 @@ class SplitImages:
     """The images of the evaluated splits, found again and checked by fingerprint.
 
     ``dataset``: a dataset object (used for its own split), a ``{split: dataset}`` mapping, a
-    spec string for :func:`vlkit.data.load`, or None (the spec recorded in metrics.json).
+    spec string for :func:`vlkit.data.load`, or None (the spec recorded in metrics.json). The
+    recorded spec is loaded with the recorded data options, so an evaluation run with options
+    shows its images.
     :meth:`get` returns the dataset of a split, or None with the reason in :attr:`notes`.
     """
 
@@ -149,13 +151,16 @@ class SplitImages:
                 return given
             self.notes[split] = f"the dataset passed is split {own!r}, the examples come from {split!r}"
             return None
-        spec = str(given) if given is not None else self.info.get("spec")
+        recorded = self.info.get("spec")
+        spec = str(given) if given is not None else recorded
         if not spec:
             self.notes[split] = "no dataset spec is recorded; pass dataset= to vlkit.report.write"
             return None
         from .. import data
 
-        return data.load(spec, split=split)
+        # the evaluated data's options (e.g. skin_tones=false) are part of what was evaluated
+        options = dict(self.info.get("options") or {}) if spec == recorded else {}
+        return data.load(spec, split=split, **options)
 
     def _checked(self, ds, split: str):
         recorded = ((self.info.get("splits") or {}).get(split) or {}).get("fingerprint")

@@ -32,7 +32,9 @@ tr.suite th{background:#f3f5f8;border-top:1px solid #ccd}
 table.facts th{color:#555;font-weight:normal;white-space:nowrap}table.small{font-size:.85em}
 figure{margin:.6em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555;margin-top:.2em}.credit{font-size:.8em;color:#444}
-.note{font-size:.9em;color:#7a4b00}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em}
+.note{font-size:.9em;color:#7a4b00}
+.warning{background:#fff3cd;border:1px solid #e0b000;padding:.5em .8em;color:#5a3d00}
+pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em}
 nav{font-size:.9em}nav a{margin-right:.8em}footer{margin-top:2em;border-top:1px solid #ddd;
 font-size:.85em;color:#555}
 """
@@ -80,9 +82,14 @@ def data_label(data: dict) -> str:
     return label if not view or f":{view}" in label else f"{label} (view {view})"
 
 
-def render_page(run: RunFiles, sections: list[Section], leftovers: dict, title: str | None = None) -> str:
+def render_page(run: RunFiles, sections: list[Section], leftovers: dict, title: str | None = None,
+                lead: Section | None = None) -> str:
+    """The page; ``lead`` (the headline numbers, links to sub-reports) comes before the metrics."""
     title = title or default_title(run)
-    body = [f"<header><h1>{esc(title)}</h1>", _facts(run), _config(run), "</header>", _nav(sections)]
+    body = [f"<header><h1>{esc(title)}</h1>", _warnings(run), _facts(run), _config(run), "</header>",
+            _nav(([lead] if lead else []) + sections)]
+    if lead is not None:
+        body.append(_section(lead))
     body.append(_metrics_table(run.results))
     for section in sections:
         body.append(_section(section))
@@ -106,11 +113,31 @@ def _facts(run: RunFiles) -> str:
                   + (f", logit scale {scale:.4g})" if is_number(scale) else ")")),
         ("data", data_label(data) + (f"; {splits}" if splits else "")),
         ("seed", results.get("seed")),
+        *([("training", training_text(results["training"]))] if isinstance(results.get("training"), dict) else []),
         ("versions", ", ".join(f"{k} {v}" for k, v in (results.get("versions") or {}).items() if v is not None)),
         ("run directory", run.out_dir.resolve()),
     ]
     cells = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
     return f'<table class="facts">{cells}</table>'
+
+
+def training_text(training: dict) -> str:
+    """"25 of 350 steps; time budget 180 s (stopped training early)", from metrics.json's block."""
+    text = f"{training.get('steps_done')} of {training.get('steps_planned')} planned steps"
+    budget = training.get("time_budget_s")
+    if is_number(budget):
+        text += f"; time budget {budget:g} s" + (
+            f" (stopped training early; lift it with {training.get('lift_budget')})"
+            if training.get("stopped_by_budget") else " (not reached)")
+    return text
+
+
+def _warnings(run: RunFiles) -> str:
+    """What the reader must know before reading any number (a run cut short by its budget)."""
+    training = run.results.get("training") or {}
+    if not training.get("warning"):
+        return ""
+    return f'<p class="warning" id="training-warning">Warning: {esc(training["warning"])}</p>'
 
 
 def _config(run: RunFiles) -> str:
@@ -183,3 +210,20 @@ def _footer(run: RunFiles) -> str:
     if run.shows_openmoji:
         lines.append(f'<span class="credit">{esc(OPENMOJI_CREDIT)}</span>')
     return "<footer><p>" + "<br>".join(lines) + "</p></footer>"
+
+
+def render_tables_page(title: str, facts: list[tuple[str, object]], tables: list[tuple[str, list[str], list[list]]],
+                       notes: list[str]) -> str:
+    """A results page without evaluator artifacts (an adaptation grid): facts, tables, notes."""
+    from .panels import table_html
+
+    cells = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
+    body = [f"<header><h1>{esc(title)}</h1>", f'<table class="facts">{cells}</table>', "</header>"]
+    for caption, header, rows in tables:
+        body.append(f"<section><h2>{esc(caption)}</h2>{table_html(header, rows)}</section>")
+    body += [f'<p class="note">{esc(n)}</p>' for n in notes]
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body.append(f"<footer><p>Written by vlkit.report on {when}.</p></footer>")
+    return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+            + "\n".join(body) + "\n</body>\n</html>\n")

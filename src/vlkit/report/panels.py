@@ -81,6 +81,13 @@ def table_html(header: list[str], rows: list[list[Any]]) -> str:
 class PerClassPanel(Panel):
     keys = ("per_class_acc1",)
 
+    def accepts(self, artifacts):
+        """Only where the bars carry information: more than one class, not all equally accurate."""
+        per_class = artifacts.get("per_class_acc1")
+        if not isinstance(per_class, dict) or len(per_class) < 2:
+            return False
+        return len({round(float(v), 12) for v in per_class.values() if is_number(v)}) > 1
+
     def render(self, inp):
         per_class = inp.artifacts["per_class_acc1"]
         n = len(per_class)
@@ -88,6 +95,26 @@ class PerClassPanel(Panel):
         return Section(f"{inp.suite}-per-class", f"{inp.suite}: per-class accuracy", [
             Figure(f"plot-{inp.suite}-per-class", png, f"per-class accuracy of {inp.suite}, {n} classes",
                    f"Top-1 accuracy of each of the {n} classes present in the scored split, best first.")])
+
+
+@PANELS.register("confusion")
+class ConfusionPanel(Panel):
+    keys = ("confusion",)
+
+    def accepts(self, artifacts):
+        c = artifacts.get("confusion")
+        if not isinstance(c, dict):
+            return False
+        return len(c.get("classes") or []) > 1 and len(c.get("counts") or []) == len(c["classes"])
+
+    def render(self, inp):
+        c = inp.artifacts["confusion"]
+        n = len(c["classes"])
+        png = figures.confusion_matrix(c["classes"], c["counts"], title=f"{inp.suite}: confusion matrix")
+        return Section(f"{inp.suite}-confusion", f"{inp.suite}: confusion matrix", [
+            Figure(f"plot-{inp.suite}-confusion", png, f"confusion matrix of {inp.suite}, {n} classes",
+                   "Rows: the true class; columns: the predicted class. Colour: the fraction of the true "
+                   "class's samples; numbers: sample counts. The diagonal is what was right.")])
 
 
 @PANELS.register("reliability")
