@@ -23,8 +23,8 @@ from vlkit.adapt.training import AdaptTask, accuracy, predict
 from vlkit.engine import EngineConfig, fit
 from vlkit.errors import UserError
 
-NAMES = ["zero", "one", "two", "three"]
-TEMPLATES = ["a photo of a {}.", "a drawing of the {}."]
+from test_adapt_formulas import NAMES, TEMPLATES  # four digit names, two templates
+from test_adapt_registry import FixedBatch  # a BatchSource of one fixed batch
 
 
 def _embeds(model, n=8, seed=0):
@@ -38,19 +38,6 @@ def _step_cfg(steps=1, lr=1.0, name="sgd"):
         optim["momentum"] = 0.0
     return EngineConfig(steps=steps, optim=optim, schedule=None, precision="fp32", device="cpu",
                         progress=False, tensorboard=False, checkpoint_every=0, save_safetensors=False)
-
-
-class Fixed:
-    batch_size = 8
-
-    def __init__(self, batch):
-        self.batch = batch
-
-    def __len__(self):
-        return 1
-
-    def batches(self, epoch, start=0):
-        return iter([self.batch] if start == 0 else [])
 
 
 # -- PRE -----------------------------------------------------------------------------------------
@@ -133,7 +120,7 @@ def test_pre_trains_encoder_and_context_only(tiny_model, tmp_path, encoder):
     assert all(p.grad is None for p in tiny_model.parameters())
     before = {k: v.clone() for k, v in pre.state_dict().items()}
     pre.zero_grad()
-    fit(AdaptTask(pre), Fixed(batch), _step_cfg(2, 0.01, "adamw"), tmp_path / "fit")
+    fit(AdaptTask(pre), FixedBatch(batch), _step_cfg(2, 0.01, "adamw"), tmp_path / "fit")
     changed = {k for k, v in pre.state_dict().items() if not torch.equal(v, before[k])}
     assert "context.ctx" in changed and any(k.startswith("encoder.") for k in changed)
     for k, v in tiny_model.state_dict().items():
@@ -181,10 +168,10 @@ def _hand_update(pg, batch, zs_text, temperature):
     """(g_ce, g_kl, projected g) for the context, with the reference's soft cross-entropy as L_kl."""
     ctx = pg.context.ctx
     img = F.normalize(batch["image_embeds"], dim=-1)
-    scale = tiny_scale = pg.model.logit_scale.detach().exp()
+    scale = pg.model.logit_scale.detach().exp()
     logits = scale * img @ pg.text_features().T
     ce = F.cross_entropy(logits, batch["labels"])
-    teacher = F.softmax(tiny_scale * img @ zs_text.T / temperature, dim=-1)
+    teacher = F.softmax(scale * img @ zs_text.T / temperature, dim=-1)
     soft_ce = -(teacher * F.log_softmax(logits / temperature, dim=-1)).sum(1).mean() * temperature ** 2
     g_ce, = torch.autograd.grad(ce, ctx, retain_graph=True)
     g_kl, = torch.autograd.grad(soft_ce, ctx)
@@ -212,7 +199,7 @@ def test_prograd_one_sgd_step_is_the_projected_update(tiny_model, tmp_path, conf
         assert float((g * g_kl).sum()) == pytest.approx(0.0, abs=1e-6 * float(g.norm() * g_kl.norm()))
         assert (g - g_ce).abs().max() > 1e-3 * g_ce.abs().max()  # the projection changes the update
     before = pg.context.ctx.detach().clone()
-    fit(AdaptTask(pg), Fixed(batch), _step_cfg(1, 1.0), tmp_path / "fit")  # SGD lr 1: ctx -= g
+    fit(AdaptTask(pg), FixedBatch(batch), _step_cfg(1, 1.0), tmp_path / "fit")  # SGD lr 1: ctx -= g
     torch.testing.assert_close(pg.context.ctx.detach(), before - g, atol=1e-6, rtol=1e-5)
 
 
@@ -244,7 +231,7 @@ def test_learns_on_a_few_shot_task(name, tiny_model, task, store, tmp_path):
             return float(F.cross_entropy(method.logits(batch), batch["labels"]))
 
     start = ce()
-    fit(AdaptTask(method), Fixed(batch), _step_cfg(15, 0.01, "adamw"), tmp_path / "fit")
+    fit(AdaptTask(method), FixedBatch(batch), _step_cfg(15, 0.01, "adamw"), tmp_path / "fit")
     assert ce() < start - 0.01, f"{name}: training cross-entropy {start:.4f} -> {ce():.4f}"
 
 

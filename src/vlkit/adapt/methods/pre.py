@@ -1,7 +1,7 @@
 """PRE: CoOp's context re-parameterised by a prompt encoder with a residual connection.
 
-"PRE: Vision-Language Prompt Learning with Reparameterization Encoder" (Minh Anh Pham Xuan et
-al., arXiv 2309.07760; minhanh151/PRE ``trainers/pre.py``). CoOp's learned context ``ctx``
+"PRE: Vision-Language Prompt Learning with Reparameterization Encoder" (Pham Thi Minh, 2023;
+arXiv 2309.07760; minhanh151/PRE ``trainers/pre.py``). CoOp's learned context ``ctx``
 (n_ctx, W) is passed through a prompt encoder before it enters the frozen text tower:
 ``ctx' = ctx + encoder(ctx)``. The default encoder is a one-layer bidirectional LSTM over the
 n_ctx context tokens with hidden size W/2 per direction (so its output is W wide); the
