@@ -12,6 +12,7 @@ from . import (  # noqa: F401  (each import registers its methods)
     linear_probe,
     lora,
     maple,
+    pre, prograd,
     tip_adapter,
     zeroshot,
     zs_linear_probe,

@@ -51,11 +51,16 @@ class CoOp(Method):
         super().__init__(model, config, classnames, templates)
         cfg = self.config
         per_class = self.n_classes if cfg.csc else None  # CSC: an independent random draw per class
-        init, prefix, n_ctx = init_context(model, 0 if cfg.ctx_init else cfg.n_ctx, cfg.ctx_init, per_class)
+        init, prefix, n_ctx = self.initial_context(model, per_class)
         self.prompts = PromptTokens(model, self.classnames, n_ctx, prefix)
         context = ClassContext if cfg.csc else UnifiedContext  # a strategy, chosen once
         self.context = context(init.to(model.device), self.n_classes)
         self.place = placement(cfg.class_token_position)
+
+    def initial_context(self, model, per_class: int | None) -> tuple[torch.Tensor, str | None, int]:
+        """(context init, prompt prefix, n_ctx): CoOp's rule (:func:`init_context`); ProGrad overrides it."""
+        cfg = self.config
+        return init_context(model, 0 if cfg.ctx_init else cfg.n_ctx, cfg.ctx_init, per_class)
 
     @classmethod
     def paper_schedule(cls, shots: int) -> dict[str, int]:
@@ -64,9 +69,13 @@ class CoOp(Method):
     def is_class_agnostic(self) -> bool:
         return not self.config.csc
 
+    def context_tokens(self) -> torch.Tensor:
+        """(n_cls, n_ctx, W) context that enters the prompts (PRE passes it through an encoder first)."""
+        return self.context(self.n_classes)
+
     def text_features(self) -> torch.Tensor:
         """(n_cls, D) normalised features of the learned prompts."""
-        embeds = self.place(self.prompts, self.context(self.n_classes))  # (n_cls, L, W)
+        embeds = self.place(self.prompts, self.context_tokens())  # (n_cls, L, W)
         feats = encode_prompts(self.model, embeds, self.prompts.tokens(), start=self.prompts.start,
                                chunk=self.config.prompt_chunk)
         return F.normalize(feats, dim=-1)
