@@ -34,11 +34,11 @@ def test_pretrain_prints_its_summary_on_rank_0_only(rank, printed, monkeypatch, 
     from vlkit import pretrain
     from vlkit.cli import main
 
-    fit = SimpleNamespace(step=7, samples_per_s=12.5)
+    fit = SimpleNamespace(step=7, steps_planned=9, samples_per_s=12.5)
     result = SimpleNamespace(fit=fit, model_dir=tmp_path / "model", metrics={"metrics": {"retrieval/r1": 0.25}})
     monkeypatch.setattr(pretrain, "run", lambda cfg, resume=False: result)
     monkeypatch.setenv("RANK", rank)  # what torchrun sets in each process
     assert main(["pretrain", "shapes-clip", f"out_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
-    assert ("trained 7 steps (12.5 samples/s)" in out and "retrieval/r1" in out) == printed
+    assert ("trained 7 of 9 steps (12.5 samples/s)" in out and "retrieval/r1" in out) == printed
     assert out == "" or printed

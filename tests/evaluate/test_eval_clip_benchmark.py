@@ -56,7 +56,7 @@ def test_clip_benchmark_build_aggregates_a_vlkit_run_beside_its_own(tmp_path, fa
 
 def test_a_second_evaluation_replaces_the_records_of_the_first(tmp_path, fake_model, fake_data):
     run(fake_model, fake_data, ["zeroshot", "calibration"], out_dir=tmp_path)
-    run(fake_model, fake_data, ["retrieval"], out_dir=tmp_path)
+    run(fake_model, fake_data, ["retrieval"], out_dir=tmp_path, overwrite=True)
     records = [json.loads(p.read_text()) for p in (tmp_path / "clip_benchmark").glob("*.json")]
     assert [r["task"] for r in records] == ["zeroshot_retrieval"]
 
