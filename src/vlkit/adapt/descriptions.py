@@ -18,8 +18,9 @@ from what the embedded datasets already know, no language model involved:
   group its name and up to 24 of its member emoji. (Neither installed package carries CLDR
   keywords, so there are none.)
 
-The first generator that names every class wins (digits' "one" is a digit, shapes' count
-classes are named the same); otherwise each class takes the first generator that knows it.
+Each dataset view has its own table; the table that names every class with the fewest others
+wins (digits' "one" is a digit; shapes' counts, one..nine, are named the same), otherwise each
+class takes the first table that knows it.
 A class nobody knows raises one line naming it and the fix. Frozen text features of the
 descriptions go through the shared feature cache (:func:`description_features`).
 """
@@ -82,13 +83,15 @@ def read_file(path: str | Path) -> dict[str, list[str]]:
 
 
 def builtin(names: Sequence[str]) -> dict[str, list[str]]:
-    """Generated descriptions for ``names`` (see the module docstring); classes nobody knows are left out."""
-    tables = []
-    for generate in GENERATORS:
-        table = generate()
-        if all(table.get(c) for c in names):
-            return table
-        tables.append(table)
+    """Generated descriptions for ``names`` (see the module docstring); classes nobody knows are left out.
+
+    The view whose table names every class, with the fewest other classes, wins: ["one", "two",
+    "three"] are shapes counts (one..nine), not digits (zero..nine).
+    """
+    tables = [table() for table in TABLES.values()]
+    covering = [t for t in tables if all(t.get(c) for c in names)]
+    if covering:
+        return min(covering, key=len)  # min keeps the first of equals: TABLES' order breaks ties
     return {c: next(t[c] for t in tables if t.get(c)) for c in names if any(t.get(c) for t in tables)}
 
 
@@ -111,20 +114,21 @@ def digits_descriptions() -> dict[str, list[str]]:
 
 
 @functools.lru_cache(maxsize=1)
-def shapes_descriptions() -> dict[str, list[str]]:
+def shapes_descriptions() -> dict[str, dict[str, list[str]]]:
+    """Per view (shape, color, size, count) its class names' descriptions, from the scene grammar."""
     from ..data.catalog import read_classes
 
     cls = read_classes("shapes")
     shapes, colors, sizes, words = cls["shapes"], list(cls["colors"]), list(cls["sizes"]), cls["count_words"]
-    out: dict[str, list[str]] = {}
+    out: dict[str, dict[str, list[str]]] = {"shape": {}, "color": {}, "size": {}, "count": {}}
     for s in shapes:
-        out[s] = _unique([f"a {c} {s}" for c in colors] + [f"a {z} {s}" for z in sizes] + [f"a striped {s}"])
+        out["shape"][s] = _unique([f"a {c} {s}" for c in colors] + [f"a {z} {s}" for z in sizes] + [f"a striped {s}"])
     for c in colors:
-        out[c] = _unique([f"a {c} {s}" for s in shapes] + [f"something {c}", f"a {c} object"])
+        out["color"][c] = _unique([f"a {c} {s}" for s in shapes] + [f"something {c}", f"a {c} object"])
     for z in sizes:
-        out[z] = _unique([f"a {z} {c} shape" for c in colors] + [f"a {z} {s}" for s in shapes])
+        out["size"][z] = _unique([f"a {z} {c} shape" for c in colors] + [f"a {z} {s}" for s in shapes])
     for n, w in enumerate(words[1:], start=1):
-        out[w] = _unique([f"{w} shapes", f"{w} objects", f"a picture of {w} shapes", f"{n} shapes on a white background"])
+        out["count"][w] = _unique([f"{w} shapes", f"{w} objects", f"a picture of {w} shapes", f"{n} shapes on a white background"])
     return out
 
 
@@ -168,9 +172,16 @@ def _emoji_with_languages():
     return emoji
 
 
-GENERATORS: tuple[Callable[[], dict[str, list[str]]], ...] = (
-    digits_descriptions, shapes_descriptions,
-    *(functools.partial(lambda v: openmoji_descriptions().get(v, {}), v) for v in ("concept", "subgroup", "group")))
+def _view(tables: Callable[[], dict[str, dict[str, list[str]]]], view: str) -> Callable[[], dict[str, list[str]]]:
+    return lambda: tables().get(view, {})
+
+
+# One table per dataset view, in the order that breaks ties.
+TABLES: dict[str, Callable[[], dict[str, list[str]]]] = {
+    "digits": digits_descriptions,
+    **{f"shapes:{v}": _view(shapes_descriptions, v) for v in ("shape", "color", "size", "count")},
+    **{f"openmoji:{v}": _view(openmoji_descriptions, v) for v in ("concept", "subgroup", "group")},
+}
 
 
 def slots(descriptions: dict[str, list[str]], n_prompts: int) -> list[list[str]]:
