@@ -44,11 +44,11 @@ def _normalise(v: list[float]) -> list[float]:
 
 
 def test_total_loss_by_hand(tiny_model):
-    """Two classes, 2-d features, three description slots; slot 2 scores 0 and is pruned."""
+    """Two classes, 2-d features, three description slots; slot 2 scores low and is pruned."""
     method = adapt.build_method("biomedcoop", tiny_model, ["zero", "one"], None, {})
     scale = float(method.logit_scale)
     # per class c, slot i: the feature at angle desc_deg[c][i]; the image at 0 degrees
-    desc_deg = [[0.0, 10.0, 90.0], [90.0, 80.0, 180.0]]
+    desc_deg = [[20.0, 30.0, 120.0], [40.0, 25.0, 150.0]]
     desc = torch.tensor([[_unit(a) for a in row] for row in desc_deg])  # (C=2, P=3, D=2)
     image = torch.tensor([_unit(0.0)])  # (B=1, D)
     text_deg = [70.0, 20.0]  # the student leans to class 1, the teacher to class 0
@@ -59,8 +59,8 @@ def test_total_loss_by_hand(tiny_model):
     method.image_features = lambda batch: image
     out = method({"labels": torch.tensor([1]), "image_embeds": image})
 
-    # by hand: scores per slot max_c scale*cos = [scale, scale*cos10, 0]; median scale*cos10,
-    # MAD scale*(1-cos10): z = [1, 0, cos10/(1-cos10) = 65] -> slots 0 and 1 kept
+    # by hand: scores per slot max_c scale*cos = scale*[cos20, cos25, cos120] = scale*[.940, .906, -.5];
+    # median scale*cos25, MAD scale*(cos20-cos25): z = [1, 0, 41] -> slots 0 and 1 kept
     student = _log_softmax([scale * math.cos(math.radians(a)) for a in text_deg])
     ce = -student[1]
     sccm = 0.0
@@ -69,7 +69,7 @@ def test_total_loss_by_hand(tiny_model):
         sccm += sum((_unit(text_deg[c])[k] - mean[k]) ** 2 for k in range(2))
     sccm /= 4  # mean over C * D
     teacher_dirs = [_normalise([(_unit(desc_deg[c][0])[k] + _unit(desc_deg[c][1])[k]) / 2 for k in range(2)])
-                    for c in range(2)]  # 5 and 85 degrees
+                    for c in range(2)]  # 25 and 32.5 degrees
     teacher = _log_softmax([scale * d[0] for d in teacher_dirs])
     kdsp = sum(math.exp(t) * (t - s) for t, s in zip(teacher, student)) / 2  # / (B * C)
 
