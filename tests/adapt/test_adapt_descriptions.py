@@ -53,10 +53,10 @@ def test_a_user_file_round_trips_in_the_class_order_asked(tmp_path, suffix):
 def test_a_file_missing_classes_names_them_and_the_fix(tmp_path):
     path = tmp_path / "desc.yaml"
     path.write_text("cat: [a feline]\ndog: []\n")
-    with pytest.raises(UserError, match=r"2 of 3 classes \('dog', 'bird'\).*descriptions=PATH") as err:
+    with pytest.raises(UserError, match=r"2 of 3 classes \('dog', 'bird'\); add them to .*desc.yaml") as err:
         descriptions.load(["cat", "dog", "bird"], path=path)
     assert "\n" not in str(err.value)
-    with pytest.raises(UserError, match=r"built-in descriptions .* \('flux capacitor'\)"):
+    with pytest.raises(UserError, match=r"built-in descriptions .* \('flux capacitor'\); pass descriptions=PATH"):
         descriptions.load(["flux capacitor", "grinning face"])
     path.write_text("- just a list\n")
     with pytest.raises(UserError, match="must map class names"):

@@ -54,8 +54,10 @@ def load(source, path: str | Path | None = None) -> dict[str, list[str]]:
     missing = [c for c in names if not table.get(c)]
     if missing:
         shown = ", ".join(repr(c) for c in missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        fix = (f"add them to {path}" if path else
+               "pass descriptions=PATH (vlkit adapt: METHOD.descriptions=PATH)")
         raise UserError(f"{origin} has no descriptions for {len(missing)} of {len(names)} classes ({shown}); "
-                        "pass descriptions=PATH, a YAML/JSON file mapping every class name to a list of descriptions")
+                        f"{fix}, a YAML/JSON file mapping every class name to a list of descriptions")
     return {c: list(table[c]) for c in names}
 
 

@@ -110,7 +110,9 @@ class BiomedCoOp(CoOp):
             descs = load_descriptions(self.classnames, self.config.descriptions or None)
             feats = description_features(self.model, slots(descs, self.config.n_prompts))
             object.__setattr__(self, "_desc", feats)  # not a buffer: never part of the adapter
-        return self._desc.to(self.logit_scale.device)
+        if self._desc.device != self.logit_scale.device:  # moved once, not every step
+            object.__setattr__(self, "_desc", self._desc.to(self.logit_scale.device))
+        return self._desc
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         logits, text = self.logits_and_text(batch)
