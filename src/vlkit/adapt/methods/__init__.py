@@ -5,6 +5,7 @@ its module to the import list below.
 """
 
 from . import (  # noqa: F401  (each import registers its methods)
+    biomedcoop,
     clip_adapter,
     cocoop,
     coop,
