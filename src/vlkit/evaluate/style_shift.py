@@ -92,17 +92,14 @@ class StyleShift(Evaluator):
             table[shift] = row
             metrics.update({f"{shift}/{k}": v for k, v in row.items()})
         base = table["original"]
+        ratios = {m: [] for m in HEADLINE if m in base}
         for shift, row in table.items():
-            if shift == "original":
-                continue
-            for m in HEADLINE:
-                if m in row and m in base:
+            for m in ratios:
+                if shift != "original" and m in row:
                     ratio = row[m] / base[m] if base[m] > 0 else math.nan
                     metrics[f"{shift}/ratio/{m}"] = ratio
-                    worst = metrics.get(f"min_ratio/{m}", math.inf)
-                    metrics[f"min_ratio/{m}"] = min(worst, ratio) if not math.isnan(ratio) else worst
-        for m in HEADLINE:  # no shift with a defined ratio: NaN, not inf
-            if metrics.get(f"min_ratio/{m}") == math.inf:
-                metrics[f"min_ratio/{m}"] = math.nan
+                    ratios[m] += [] if math.isnan(ratio) else [ratio]
+        for m, values in ratios.items():  # the worst shift; NaN when no ratio is defined
+            metrics[f"min_ratio/{m}"] = min(values) if values else math.nan
         return EvalResult(metrics, artifacts={"table": table, "examples": examples, "split": self.config.split,
                                               "captions": self.config.captions}, chance=chance)
