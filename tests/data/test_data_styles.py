@@ -62,3 +62,21 @@ def test_style_sheet_shows_each_style_in_a_column_with_the_credit(openmoji_all, 
     colour_col = img[48:48 + 3 * 46, 150:150 + 40].astype(int)
     assert (colour_col[..., 0] != colour_col[..., 1]).any()
     assert (np.asarray(Image.open(out).convert("L"))[-22:] < 128).any()  # the credit line
+
+
+def test_data_show_cli_draws_one_style_or_a_grid(openmoji_all, tmp_path, capsys):
+    from vlkit.cli import main
+
+    one = tmp_path / "edges.png"
+    main(["data", "show", "openmoji@skin_tones=false", "--split", "test", "--n", "4", "--style", "edges",
+          "--out", str(one)])
+    cells = np.asarray(Image.open(one).convert("RGB"))[30:-22]
+    assert (cells[..., 0] == cells[..., 1]).all() and (cells[..., 1] == cells[..., 2]).all()  # edges are grey
+    grid = tmp_path / "grid.png"
+    main(["data", "show", "openmoji@skin_tones=false", "--split", "test", "--n", "2", "--styles", "grey,edges,thick",
+          "--out", str(grid)])
+    assert Image.open(grid).size == (150 + 3 * (96 + 6) + 6, 30 + 18 + 2 * (96 + 6) + 22)
+    assert "2 images in 3 styles" in capsys.readouterr().out
+    rc = main(["data", "show", "openmoji", "--styles", "grey,sketch", "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert rc not in (0, None) and err.count("\n") == 1 and "unknown style 'sketch'" in err and "edges" in err
