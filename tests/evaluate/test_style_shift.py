@@ -54,3 +54,10 @@ def test_bad_inputs_get_one_line(tiny_clip, fake_model, fake_data):
         run(fake_model, fake_data, ["style_shift"])
     with pytest.raises(UserError, match="no shapes option 'style'|unknown config key 'shapes.style'"):
         run(tiny_clip, "shapes:color@n_train=4,n_val=4,n_test=4,image_size=16", ["style_shift"])
+
+
+def test_original_means_the_original_drawing_even_when_the_spec_names_a_style(tiny_clip):
+    opts = {"style_shift": {"styles": ["grey"], "zeroshot": False}}
+    plain = run(tiny_clip, SPEC, ["style_shift"], options=opts)["metrics"]
+    styled = run(tiny_clip, SPEC + ",style=edges", ["style_shift"], options=opts)["metrics"]
+    assert styled == plain

@@ -61,13 +61,13 @@ class StyleShift(Evaluator):
         from ..data.styles import check_style
 
         cfg = self.config
-        shifts = {"original": {}}
+        shifts = {"original": {"style": "original"}}  # the evaluated design, undecorated
         for s in cfg.styles:
             shifts[check_style(s)] = {"style": s}
         for d in cfg.designs:
             if d in shifts:
                 raise UserError(f"style_shift: {d!r} named twice (styles and designs); name it once")
-            shifts[d] = {"design": d}
+            shifts[d] = {"design": d, "style": "original"}
         return shifts
 
     def _suites(self) -> list[Evaluator]:
