@@ -1,13 +1,17 @@
 """Training throughput: vlkit's engine against open_clip_train, same architecture, data and batch.
 
-    .venv/bin/python benchmarks/pretrain_throughput.py [--steps 12] [--batch 128] [--rounds 3] [--quick]
+    .venv/bin/python benchmarks/pretrain_throughput.py [--steps 12] [--batch 128] [--rounds 3] [--quick] [--bf16]
 
 Both sides train the same open_clip ViT (64 px, patch 8, 6 x 256) + text transformer (6 x 256,
-context 32) on synthetic image-caption pairs, one process, in this order, interleaved:
-open_clip fp32 and vlkit fp32 for ``--rounds`` rounds (each row prints its median; one run
-varies by 10-20% on a small shared machine), open_clip amp_bf16 once, vlkit ``precision:
-auto`` where it is not fp32, then both with torch.compile for ``--rounds`` rounds
-(open_clip_train ``--torchcompile``, vlkit ``engine.compile``; ``--no-compile`` skips them). Each run is a subprocess, so neither side inherits the other's
+context 32) on synthetic image-caption pairs, one process, at each precision the CPU has:
+open_clip_train fp32 against vlkit fp32, open_clip_train amp_bf16 against vlkit bf16 (where the
+CPU multiplies bf16 natively: AVX512_BF16 or AMX; elsewhere bf16 is emulated, many times slower
+than fp32, and says nothing about either side, so those rows are skipped unless ``--bf16``), and
+both with torch.compile (open_clip_train ``--torchcompile``, vlkit ``engine.compile``;
+``--no-compile`` skips them). Every row runs once per round, round-robin, for ``--rounds``
+rounds, so drift in a shared machine hits every row alike; each row prints its median and its
+rounds. The script first prints what the CPU supports (model, torch's capability, the bf16
+flags, what torch reports). Each run is a subprocess, so neither side inherits the other's
 warm state. Samples/s is the median over logged windows after the first (open_clip's own
 `samples/s` log; vlkit's metrics.jsonl), so start-up and compilation are excluded on both
 sides; the whole subprocess time is printed next to it.
@@ -93,6 +97,9 @@ from vlkit.pretrain.task import ContrastiveModule, ContrastiveTask
 from vlkit.pretrain.features import FrozenTextFeatures
 
 arch, model_cfg, precision, steps, batch, lock_text, epochs, samples, compile, out = json.loads(sys.argv[1])
+if precision == "bf16-forced":  # --bf16 on a CPU without native bf16: run bf16 autocast anyway
+    import vlkit.engine.precision as vprecision
+    vprecision.cpu_has_fast_bf16, precision = (lambda: True), "bf16"
 
 class Synthetic:
     # open_clip's synthetic set: one black image; distinct captions so a text cache earns nothing free
@@ -139,10 +146,50 @@ def run_vlkit(workdir: Path, precision: str, steps: int, batch: int, lock_text: 
     return result
 
 
-def fast_bf16() -> bool:
+def cpu_support(cpuinfo: str) -> dict:
+    """What /proc/cpuinfo's text says about bf16: the model name and the bf16-related flags."""
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M)
+    flags = set(flags.group(1).split()) if flags else set()
+    return {"model": model.group(1).strip() if model else "unknown CPU",
+            "flags": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags],
+            "native_bf16": bool(flags & {"avx512_bf16", "amx_bf16"})}
+
+
+def describe_cpu() -> tuple[str, bool]:
+    """One line on what this CPU supports, and whether vlkit sees native bf16 (as its precision: auto does)."""
+    import torch
+
     from vlkit.engine import cpu_has_fast_bf16
 
-    return cpu_has_fast_bf16()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    info = cpu_support(text)
+    probes = {name: getattr(torch.cpu, fn, lambda: None)() for name, fn in
+              (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx", "_is_amx_tile_supported"))}
+    native = cpu_has_fast_bf16()
+    line = (f"CPU: {info['model']}, {os.cpu_count()} cores; torch {torch.__version__} capability "
+            f"{torch.backends.cpu.get_cpu_capability()}; flags {' '.join(info['flags']) or 'none of avx2/avx512'}; "
+            f"torch reports avx512_bf16 {probes['avx512_bf16']}, amx {probes['amx']}: "
+            + ("bf16 is native here" if native else "no native bf16 here (emulated: bf16 speed cannot be measured fairly)"))
+    return line, native
+
+
+def plan(rounds: int, bf16: bool, compile: bool) -> list[tuple[str, str, str, bool]]:
+    """Every run in order: (row name, side, precision, compile), each row once per round."""
+    rows = [("open_clip fp32", "open_clip", "fp32", False), ("vlkit fp32", "vlkit", "fp32", False)]
+    if bf16:
+        rows += [("open_clip amp_bf16", "open_clip", "amp_bf16", False), ("vlkit bf16", "vlkit", "bf16", False)]
+    if compile:
+        rows += [("open_clip fp32 --torchcompile", "open_clip", "fp32", True),
+                 ("vlkit fp32 engine.compile", "vlkit", "fp32", True)]
+    return [row for _ in range(rounds) for row in rows]  # round-robin: drift hits every row alike
+
+
+RATIOS = [("fp32", "vlkit fp32", "open_clip fp32"), ("bf16", "vlkit bf16", "open_clip amp_bf16"),
+          ("fp32 compiled", "vlkit fp32 engine.compile", "open_clip fp32 --torchcompile")]
 
 
 def main() -> None:
@@ -151,9 +198,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--quick", action="store_true", help="tiny run to check the script works")
     p.add_argument("--rounds", type=int, default=3,
-                   help="interleaved rounds of the fp32 and compiled rows; each row prints its median (default 3)")
+                   help="rounds; every row runs once per round, round-robin; each row prints its median (default 3)")
     p.add_argument("--no-compile", action="store_true",
                    help="skip the torch.compile rows (each compiles for a minute or two first)")
+    p.add_argument("--bf16", action="store_true",
+                   help="run the bf16 rows on a CPU without native bf16 too (emulated: slow, not a fair measure)")
     args = p.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     import peers
@@ -161,35 +210,33 @@ def main() -> None:
     peers.require("benchmarks/pretrain_throughput.py", "open_clip_train", peers.OPEN_CLIP_TRAIN)
     steps, batch = (4, 32) if args.quick else (args.steps, args.batch)
     args.rounds = 1 if args.quick else max(1, args.rounds)
-    print(f"torch threads: {os.cpu_count()} cores; steps {steps}, batch {batch}")
+    line, native = describe_cpu()
+    print(line)
+    if not native:
+        print("bf16 rows: " + ("run anyway (--bf16), emulated" if args.bf16 else
+                               "skipped (emulated bf16 is slower than fp32 on both sides; --bf16 runs them)"))
+    print(f"steps {steps}, batch {batch}, rounds {args.rounds}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         rows: dict[str, list[dict]] = {}
-
-        def add(name: str, result: dict) -> None:
+        for name, side, precision, compile in plan(args.rounds, native or args.bf16, not args.no_compile):
+            if side == "open_clip":
+                result = run_openclip(work, precision, steps, batch, compile=compile)
+            else:
+                forced = precision == "bf16" and not native
+                result = run_vlkit(work, "bf16-forced" if forced else precision, steps, batch, compile=compile)
             rows.setdefault(name, []).append(result)
-
-        for _ in range(args.rounds):  # interleaved, so drift in the machine hits both sides
-            add("open_clip fp32", run_openclip(work, "fp32", steps, batch))
-            add("vlkit fp32", run_vlkit(work, "fp32", steps, batch))
-        # bf16 autocast is many times slower on CPUs without AVX512_BF16/AMX: one round, fewer steps
-        add("open_clip amp_bf16", run_openclip(work, "amp_bf16", steps if fast_bf16() else 4, batch))
-        if fast_bf16():  # vlkit's precision: auto picks bf16 here; elsewhere auto is fp32 (the row above)
-            add("vlkit auto (bf16 here)", run_vlkit(work, "auto", steps, batch))
-        for _ in range(0 if args.no_compile else args.rounds):  # open_clip_train --torchcompile
-            add("open_clip fp32 --torchcompile", run_openclip(work, "fp32", steps, batch, compile=True))
-            add("vlkit fp32 engine.compile", run_vlkit(work, "fp32", steps, batch, compile=True))
         rates = {name: sorted(r["samples_per_s"] for r in runs) for name, runs in rows.items()}
         best = {name: r[len(r) // 2] for name, r in rates.items()}  # median over rounds
         for name, runs in rows.items():
             spread = f"  rounds: {', '.join(f'{x:.1f}' for x in rates[name])}" if len(runs) > 1 else ""
             print(f"{name:<32} {best[name]:8.1f} samples/s   (whole subprocess {runs[0]['wall_s']:.0f} s){spread}")
-        oc_best = max(v for name, v in best.items() if name.startswith("open_clip"))
-        vl_best = max(v for name, v in best.items() if name.startswith("vlkit"))
-        if not fast_bf16():
-            print("vlkit precision: auto is fp32 on this CPU (no AVX512_BF16/AMX): the vlkit fp32 row")
-        print(f"ratio fp32 (vlkit / open_clip):       {best['vlkit fp32'] / best['open_clip fp32']:.2f}  (target >= 1.0)")
-        print(f"ratio fastest (vlkit / open_clip):    {vl_best / oc_best:.2f}  (target >= 1.3)")
+        for label, ours, theirs in RATIOS:
+            if ours in best and theirs in best:
+                note = "" if label != "bf16" or native else "  (emulated bf16: not a fair measure)"
+                print(f"ratio {label + ' (vlkit / open_clip):':<36} {best[ours] / best[theirs]:.2f}  (target >= 1.5){note}")
+            elif label == "bf16":
+                print("ratio bf16: not measured (this CPU has no native bf16)")
 
         n = 64 if args.quick else 512
         lit = {

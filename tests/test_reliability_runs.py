@@ -119,7 +119,7 @@ def test_a_lock_held_by_another_live_process_is_refused_in_one_line(tmp_path):
 def test_metrics_lines_of_two_writers_never_interleave(tmp_path):
     """Each metrics line is one O_APPEND write: two writers can add lines, never cut one."""
     script = ("import sys; from vlkit.engine.logger import RunLogger\n"
-              "log = RunLogger(sys.argv[1], enabled=True, total_steps=1, progress=False, tensorboard=False)\n"
+              "log = RunLogger(sys.argv[1], enabled=True, total_steps=1, progress=False)\n"
               "for i in range(2000): log.log({'step': i, 'writer': sys.argv[2], 'pad': 'x' * 300})\n"
               "log.close()\n")
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), w], env=_env()) for w in "ab"]

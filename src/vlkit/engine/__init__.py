@@ -9,8 +9,9 @@
 Parts: :mod:`.task` (the Task protocol, TrainState, Hook), :mod:`.batches` (restartable,
 sharded batches), :mod:`.loop` (``fit``), :mod:`.checkpoint` (atomic, weights_only-loadable
 checkpoints), :mod:`.distributed` (torchrun/DDP), :mod:`.precision` (fp32/bf16/fp16 AMP),
-:mod:`.logger` (bar, metrics.jsonl, TensorBoard). Optimizers and lr schedules
-(:mod:`.optim`, :mod:`.schedule`) are the loop's defaults, imported when ``fit`` needs them.
+:mod:`.logger` (bar, metrics.jsonl), :mod:`.trackers` (TensorBoard, W&B: ``log_to``).
+Optimizers and lr schedules (:mod:`.optim`, :mod:`.schedule`) are the loop's defaults, imported
+when ``fit`` needs them.
 """
 
 from .batches import BatchSource, DatasetBatches

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import UserError
+from .trackers import require
 
 
 @dataclass
@@ -34,7 +35,10 @@ class EngineConfig:
     seed: int = 0  # torch/numpy/random seed (+ rank) and the data order seed
     num_workers: int = 0  # DataLoader worker processes (batches stay exact: Collate reseeds per sample)
     progress: bool = True  # tqdm bar on rank 0
-    tensorboard: bool = True  # TensorBoard events too, when tensorboard is installed
+    # trackers besides metrics.jsonl (vlkit.engine.trackers); each an extra: pip install 'vlkit[wandb]'
+    log_to: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)
+    wandb_project: str = "vlkit"  # log_to wandb: the project (offline unless WANDB_MODE says otherwise)
+    tensorboard: bool = False  # the old form of log_to: [tensorboard]
     save_safetensors: bool = True  # write <out_dir>/model.safetensors at the end
 
     def validate(self) -> None:
@@ -52,6 +56,12 @@ class EngineConfig:
         for bad, message in checks:
             if bad:
                 raise UserError(f"engine config: {message}")
+        require(self.trackers())  # a tracker that is not installed: one line naming its extra
+
+    def trackers(self) -> list[str]:
+        """``log_to``, with ``tensorboard`` added where the old ``tensorboard: true`` asks for it."""
+        names = list(self.log_to)
+        return names + ["tensorboard"] if self.tensorboard and "tensorboard" not in names else names
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""What a run tells its user: a progress bar, ``metrics.jsonl``, TensorBoard, one-line notes.
+"""What a run tells its user: a progress bar, ``metrics.jsonl``, trackers, one-line notes.
 
 Only rank 0 writes (the other ranks get a logger that keeps the history in memory and writes
 nothing), so a DDP run has one bar and one metrics file.
@@ -10,8 +10,8 @@ resumes), and anything a hook recorded with ``state.record(...)``. When a run re
 past the checkpoint's step are dropped, so the file of a killed-and-resumed run reads like that
 of an uninterrupted one. Each line is appended by one ``write`` on an ``O_APPEND`` descriptor, so
 a second writer can add lines but never cut or interleave one (and ``fit`` holds the run
-directory's lock, :mod:`.lock`, so a second run is refused before it writes). TensorBoard event files are written too when ``tensorboard`` is
-installed (it is optional; nothing breaks without it).
+directory's lock, :mod:`.lock`, so a second run is refused before it writes). The same lines go
+to the trackers chosen with ``engine.log_to`` (TensorBoard, Weights & Biases: :mod:`.trackers`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from .trackers import open_trackers
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -60,7 +63,7 @@ def _clean(value: Any) -> Any:
 
 
 class RunLogger:
-    """Progress bar + JSONL + TensorBoard for rank 0; a silent history keeper elsewhere."""
+    """Progress bar + JSONL + trackers for rank 0; a silent history keeper elsewhere."""
 
     def __init__(
         self,
@@ -70,7 +73,8 @@ class RunLogger:
         total_steps: int,
         start_step: int = 0,
         progress: bool = True,
-        tensorboard: bool = True,
+        log_to: Iterable[str] = (),
+        tracker_options: dict[str, Any] | None = None,
         history: list[dict[str, Any]] | None = None,
     ):
         self.enabled = enabled
@@ -78,17 +82,16 @@ class RunLogger:
         self.path = Path(out_dir) / METRICS_FILE
         self._file = None
         self._bar = None
-        self._tb = None
+        self._trackers: list = []
         self._bar_args: dict[str, int] | None = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._trackers = open_trackers(log_to, out_dir, **(tracker_options or {}))  # first: may refuse
         # O_APPEND and one write() per line: lines of two writers never interleave or overwrite
         # each other (a second run into this out_dir is refused by the run lock anyway)
         self._file = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._bar_args = dict(total=total_steps, initial=start_step) if progress else None
-        if tensorboard:
-            self._tb = _tensorboard_writer(Path(out_dir) / "tensorboard")
 
     def note(self, message: str) -> None:
         """One line for the user (on rank 0), printed so it does not break the bar."""
@@ -120,24 +123,16 @@ class RunLogger:
         if self._file is None:
             return
         os.write(self._file, (json.dumps({k: _clean(v) for k, v in record.items()}) + "\n").encode())
-        if self._tb is not None:
-            for k, v in record.items():
-                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self._tb.add_scalar(f"train/{k}", v, record["step"])
+        for tracker in self._trackers:
+            tracker.log(record)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
         if self._file is not None:
             os.close(self._file)
-        if self._tb is not None:
-            self._tb.close()
-        self._bar = self._file = self._tb = self._bar_args = None
+        for tracker in self._trackers:
+            tracker.close()
+        self._trackers = []
+        self._bar = self._file = self._bar_args = None
 
-
-def _tensorboard_writer(folder: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(log_dir=str(folder))

@@ -211,7 +211,8 @@ class _Trainer:
         self.state.model = wrap_ddp(module, info, cfg.find_unused_parameters)
         self.log = RunLogger(self.out_dir, enabled=info.is_main, total_steps=self.total,
                              start_step=self.state.step, progress=cfg.progress,
-                             tensorboard=cfg.tensorboard, history=history)
+                             log_to=cfg.trackers(), history=history,
+                             tracker_options={"project": cfg.wandb_project, "config": vconfig.to_dict(cfg)})
         try:
             for line in [self.precision.note, *self._pending_notes]:
                 self.log.note(line)

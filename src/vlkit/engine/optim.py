@@ -20,23 +20,36 @@ Defaults per optimizer (used where the config leaves a field ``None``):
   AdamW's lr carries over.
 - ``sgd``: lr 1e-2, wd 5e-4, momentum 0.9 (Dassl/CoOp use SGD, lr 2e-3, wd 5e-4).
 
-:class:`Lion`: "Symbolic Discovery of Optimization Algorithms" (Chen et al., arXiv 2302.06675).
+:class:`Lion`: "Symbolic Discovery of Optimization Algorithms" (Chen et al., arXiv 2302.06675),
+timm's implementation (``timm.optim.Lion``) with vlkit's argument checks.
 
 :class:`Muon`: Jordan et al. 2024, "Muon: an optimizer for hidden layers in neural networks"
 (kellerjordan.github.io/posts/muon), with the weight decay and the update scale of Liu et al.
 2025, "Muon is Scalable for LLM Training" (arXiv 2502.16982). Muon steps the weight matrices and
-convolution filters that take weight decay; embedding tables and every parameter of the
-no-decay group (biases, norms, temperatures, positional embeddings) step as AdamW, as both
-papers do. Deviations: a conv filter is orthogonalized as its (out, in * kh * kw) matrix (Jordan's
-CIFAR-10 speedruns do the same; the LLM papers have no convolutions), the projection heads are
-stepped by Muon like any hidden matrix, and Newton-Schulz runs in fp32 (the reference uses
-bf16, which CPUs without bf16 units emulate slowly). ``torch.optim.Muon`` takes 2-D parameters
-only and no AdamW part, hence this class.
+convolution filters that take weight decay; embedding tables, every parameter of the no-decay
+group (biases, norms, temperatures, positional embeddings) and tensors with a size-1 leading
+dimension (depthwise conv filters (C, 1, kh, kw), (1, n, D) tokens: timm's rule) step as AdamW,
+as both papers do. Deviations: a conv filter is orthogonalized as its (out, in * kh * kw) matrix
+(Jordan's CIFAR-10 speedruns do the same; the LLM papers have no convolutions), the projection
+heads are stepped by Muon like any hidden matrix, and Newton-Schulz runs in fp32 (the reference
+uses bf16, which CPUs without bf16 units emulate slowly).
+
+Why vlkit keeps its own Muon rather than ``timm.optim.Muon`` (timm 1.0.31): timm runs
+Newton-Schulz in bf16 with no option to change it (``muon()`` calls
+``zeropower_via_newtonschulz`` at its bf16 default). On a CPU without AVX512_BF16/AMX that is
+emulated: one step over the throughput benchmark's 48 ViT matrices took 56 s with timm against
+1.7 s here (32x; median of 3 alternating rounds on a shared AMD EPYC, AVX2, torch 2.14.1, one
+thread; a first, sequential run gave 75.6 s against 1.15 s, 66x), measured by
+``OMP_NUM_THREADS=1 python benchmarks/muon_step.py``. timm's ``nesterov=True`` also swaps the
+AdamW part for NAdamW. ``torch.optim.Muon`` takes 2-D parameters only and no AdamW part. The
+update matches timm's with ``nesterov=True, ns_coefficients="original"`` up to bf16 rounding
+(tests/engine/test_optim_peers.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -69,45 +82,45 @@ def _closure_loss(closure):
         return closure()
 
 
-class Lion(torch.optim.Optimizer):
-    """Lion: sign of an interpolated momentum, with decoupled weight decay. One state buffer.
+def _check_lion_args(lr: float, betas, weight_decay: float) -> None:
+    if lr <= 0:
+        raise UserError(f"Lion lr must be > 0, got {lr}")
+    if not all(0.0 <= b < 1.0 for b in betas):
+        raise UserError(f"Lion betas must be in [0, 1), got {betas}; the paper uses (0.9, 0.99)")
+    if weight_decay < 0:
+        raise UserError(f"Lion weight_decay must be >= 0, got {weight_decay}")
 
-    Per step, for gradient g and momentum m (zeros at first):
-        c = b1 * m + (1 - b1) * g
-        w <- w * (1 - lr * wd) - lr * sign(c)      (= w - lr * (sign(c) + wd * w))
-        m <- b2 * m + (1 - b2) * g
-    """
 
-    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
-                 weight_decay: float = 0.0):
-        if lr <= 0:
-            raise UserError(f"Lion lr must be > 0, got {lr}")
-        if not all(0.0 <= b < 1.0 for b in betas):
-            raise UserError(f"Lion betas must be in [0, 1), got {betas}; the paper uses "
-                            "(0.9, 0.99)")
-        if weight_decay < 0:
-            raise UserError(f"Lion weight_decay must be >= 0, got {weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay))
+@functools.cache
+def _lion_class() -> type:
+    """timm's Lion with vlkit's one-line argument errors. Built at first use: importing timm
+    takes seconds, and most runs never ask for Lion."""
+    from timm.optim import Lion as TimmLion
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = _closure_loss(closure)
-        for group in self.param_groups:
-            lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                state = self.state[p]
-                if "exp_avg" not in state:
-                    state["exp_avg"] = torch.zeros_like(p)
-                m = state["exp_avg"]
-                update = (m * beta1).add_(grad, alpha=1 - beta1).sign_()  # sign(c)
-                if wd != 0:
-                    p.mul_(1 - lr * wd)
-                p.add_(update, alpha=-lr)
-                m.mul_(beta2).add_(grad, alpha=1 - beta2)
-        return loss
+    class Lion(TimmLion):
+        """timm's Lion (``timm.optim.Lion``): sign of an interpolated momentum, decoupled weight
+        decay, one state buffer (``exp_avg``). Per step, for gradient g and momentum m (zeros at
+        first):
+            c = b1 * m + (1 - b1) * g
+            w <- w * (1 - lr * wd) - lr * sign(c)
+            m <- b2 * m + (1 - b2) * g
+        timm's options (``caution``, ``corrected_weight_decay``, ``foreach``) keep its defaults.
+        """
+
+        def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
+                     weight_decay: float = 0.0):
+            _check_lion_args(lr, betas, weight_decay)
+            super().__init__(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+
+    Lion.__module__ = __name__
+    Lion.__qualname__ = "Lion"
+    return Lion
+
+
+def __getattr__(name: str):
+    if name == "Lion":  # ``from vlkit.engine.optim import Lion``, without importing timm up front
+        return _lion_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Jordan's quintic Newton-Schulz iteration
@@ -224,7 +237,7 @@ def _adamw(groups, cfg: OptimConfig):
 
 @OPTIMIZERS.register("lion")
 def _lion(groups, cfg: OptimConfig):
-    return Lion(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    return _lion_class()(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
 @OPTIMIZERS.register("muon")
@@ -287,14 +300,22 @@ def param_groups(model_or_named, weight_decay: float, no_weight_decay: Iterable[
     return groups
 
 
+def _muon_shaped(p: torch.Tensor) -> bool:
+    """A matrix or conv filter whose first two sizes exceed 1: a depthwise filter (C, 1, k, k)
+    or a (1, n, D) token table has no matrix to orthogonalize (timm routes them to AdamW too)."""
+    return p.ndim >= 2 and p.shape[0] > 1 and p.shape[1] > 1
+
+
 def muon_groups(groups: list[dict], embeddings: Iterable[str] = ()) -> list[dict]:
     """Split :func:`param_groups`' output for :class:`Muon`: the decay group's matrices and conv
-    filters (not the ``embeddings`` named) form the ``"muon"`` group; the rest step as AdamW."""
+    filters (not the ``embeddings`` named, not those with a size-1 leading dimension) form the
+    ``"muon"`` group; the rest step as AdamW."""
     embeddings = set(embeddings)
     out = []
     for g in groups:
         named = list(zip(g["param_names"], g["params"]))
-        is_muon = [g["group"] == "decay" and p.ndim >= 2 and n not in embeddings for n, p in named]
+        is_muon = [g["group"] == "decay" and _muon_shaped(p) and n not in embeddings
+                   for n, p in named]
         for flag, label in ((True, "muon"), (False, g["group"])):
             part = [(n, p) for (n, p), m in zip(named, is_muon) if m == flag]
             if part:

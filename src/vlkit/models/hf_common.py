@@ -3,12 +3,11 @@ and a lazily loaded tokenizer that a saved model keeps next to its weights."""
 
 from __future__ import annotations
 
-import importlib
 import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import UserError, missing_file
+from ..errors import UserError, import_extra, missing_file
 from . import network
 
 # Models that ship inside a package on the package index (no network needed): name -> module.
@@ -19,11 +18,8 @@ _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
 def resolve_source(source: str) -> Path:
     """A local directory for a packaged model name, a directory path or a hub name."""
     if source in PACKAGED_MODELS:
-        module = PACKAGED_MODELS[source]
-        try:
-            return Path(importlib.import_module(module).get_model_path())
-        except ImportError:
-            raise UserError(f"the packaged model {source} is not installed; run pip install {source}") from None
+        package = import_extra(PACKAGED_MODELS[source], source, "demo", f"the packaged text model {source}")
+        return Path(package.get_model_path())
     path = Path(source).expanduser()
     if path.is_dir():
         return path.resolve()

