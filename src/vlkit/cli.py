@@ -33,6 +33,10 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--n", type=int, default=32, help="number of images (default: 32)")
     q.add_argument("--seed", type=int, default=0, help="which images to pick (default: 0)")
     q.add_argument("--out", default=None, help="PNG path (default: NAME-SPLIT.png)")
+    q.add_argument("--style", default=None,
+                   help="draw the images in one style (openmoji): the same as NAME@style=STYLE; e.g. edges")
+    q.add_argument("--styles", default=None, metavar="all|S1,S2,...",
+                   help="a grid of the same --n images in several styles (openmoji), one column each")
     q.set_defaults(func=_data_show)
 
     q = dsub.add_parser("export", help="export a dataset split to a user format")
@@ -62,8 +66,19 @@ def _data_show(args: argparse.Namespace) -> None:
 
     if args.n < 1:  # before the dataset is built
         raise UserError(f"--n must be >= 1, got {args.n}; pass the number of images to show")
-    ds = data.load(args.name, split=args.split)
-    out = args.out or f"{_file_stem(args.name)}-{args.split}.png"
+    if args.styles:
+        from .data.show import style_sheet
+        from .data.styles import STYLES, check_style
+
+        names = list(STYLES) if args.styles == "all" else [check_style(s.strip()) for s in args.styles.split(",")]
+        sets = {s: data.load(args.name, split=args.split, style=s) for s in names}
+        out = args.out or f"{_file_stem(args.name)}-{args.split}-styles.png"
+        n = min(args.n, 8) if args.n == 32 else args.n  # the default 32 is for one style: 8 rows here
+        path = style_sheet(sets, n=n, out_png=out, seed=args.seed)
+        print(f"wrote {path} ({min(n, len(next(iter(sets.values()))))} images in {len(sets)} styles)")
+        return
+    ds = data.load(args.name, split=args.split, **({"style": args.style} if args.style else {}))
+    out = args.out or f"{_file_stem(args.name)}{'-' + args.style if args.style else ''}-{args.split}.png"
     path = contact_sheet(ds, n=args.n, out_png=out, seed=args.seed)
     print(f"wrote {path} ({min(args.n, len(ds))} of {len(ds)} images)")
 

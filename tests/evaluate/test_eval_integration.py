@@ -25,8 +25,10 @@ def small_shapes(tmp_path_factory):
 
 
 def test_every_suite_on_tiny_clip_and_shapes(tmp_path, tiny_clip, small_shapes):
-    out = run(tiny_clip, small_shapes, EVALUATORS.names(), out_dir=tmp_path, options={"linear_probe": {"shots": 2}})
-    assert {k.split("/")[0] for k in out["metrics"]} == set(EVALUATORS.names())
+    # style_shift reloads a spec in other styles (openmoji): tests/evaluate/test_style_shift.py
+    suites = [s for s in EVALUATORS.names() if s != "style_shift"]
+    out = run(tiny_clip, small_shapes, suites, out_dir=tmp_path, options={"linear_probe": {"shots": 2}})
+    assert {k.split("/")[0] for k in out["metrics"]} == set(suites)
     # zero-shot by hand from the model's own features: 100 * image @ classifier, argmax
     ctx = EvalContext.from_model(tiny_clip, small_shapes)
     logits = 100 * ctx.image_features("test") @ context_classifier(ctx, "test")

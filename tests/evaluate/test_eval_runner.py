@@ -33,7 +33,8 @@ def test_run_writes_flat_metrics_json_and_markdown(tmp_path, fake_model, fake_da
 
 def test_every_suite_runs_through_the_runner(fake_model, fake_data):
     out = run(fake_model, fake_data, SUITES)
-    assert {k.split("/")[0] for k in out["metrics"]} == set(SUITES) == set(EVALUATORS.names())
+    # style_shift reloads a dataset spec in other styles: tests/evaluate/test_style_shift.py runs it
+    assert {k.split("/")[0] for k in out["metrics"]} == set(SUITES) == set(EVALUATORS.names()) - {"style_shift"}
 
 
 def test_image_features_are_encoded_once_per_split_and_shared(fake_model, fake_data):

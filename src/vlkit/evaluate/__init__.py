@@ -1,5 +1,5 @@
 """Evaluators and the runner: zero-shot, retrieval, linear probe, calibration, conformal,
-compositional, robustness and reward suites, one file each, registered in :data:`EVALUATORS`.
+compositional, robustness, style-shift and reward suites, one file each, registered in :data:`EVALUATORS`.
 
     from vlkit.evaluate import run
     results = run(model, "shapes:color", ["zeroshot", "retrieval"], out_dir="runs/eval")

@@ -23,7 +23,7 @@ from .. import grammar
 # The registered suites, for --help (tests/report checks this against vlkit.evaluate.EVALUATORS;
 # listing them here keeps `vlkit --help` from importing torch).
 SUITES = ("calibration", "compositional", "conformal", "linear_probe", "retrieval", "reward", "robustness",
-          "zeroshot")
+          "style_shift", "zeroshot")
 
 DESCRIPTION = """\
 Evaluate a dual encoder on a dataset with one or more suites, write metrics.json,

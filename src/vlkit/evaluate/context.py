@@ -183,6 +183,12 @@ class EvalContext:
             return torch.empty(0, 0)
         return torch.stack([self._text_rows[t] for t in texts])
 
+    def restyled(self, **data_options: Any) -> "EvalContext":
+        """The same model on the same dataset spec loaded with other options (``style=edges``):
+        the style-shift suite's view of a shifted style. Only a model with a dataset spec has one."""
+        raise UserError(f"{self._who()}needs a model and a dataset spec whose options it can change "
+                        f"(e.g. vlkit eval --data openmoji:concept); precomputed features have no other styles")
+
     @contextmanager
     def for_suite(self, name: str) -> Iterator["EvalContext"]:
         """Errors raised inside name the suite that asked (``zeroshot: ...``)."""

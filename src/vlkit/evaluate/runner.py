@@ -49,6 +49,7 @@ from . import (  # noqa: F401  (importing registers the evaluators)
     retrieval,
     reward,
     robustness,
+    style_shift,
     zeroshot,
 )
 from .base import EVALUATORS, Evaluator

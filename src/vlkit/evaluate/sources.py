@@ -65,6 +65,16 @@ class ModelContext(EvalContext):
         self.view = getattr(first, "view", None) if first is not None else _view_of_spec(self._spec)
         self._cache = _feature_cache() if cache is True else (cache or None)
 
+    def restyled(self, **data_options: Any) -> "ModelContext":
+        if self._spec is None:
+            return super().restyled(**data_options)
+        new = ModelContext(self.model, self._spec, seed=self.seed, batch_size=self.batch_size, device=self.device,
+                           cache=self._cache if self._cache is not None else False,
+                           text_batch_size=self.text_batch_size, data_options={**self._data_options, **data_options})
+        new._model_name, new.suite = self._model_name, self.suite
+        new._text_rows = self._text_rows  # the same model: text features are shared
+        return new
+
     # -- splits and datasets --------------------------------------------------------------------
     def _split_names(self) -> list[str]:
         if self._spec is None:

@@ -22,6 +22,10 @@ class DataConfig:
     augment: bool = True  # RandomResizedCrop on the image side
     scale: tuple[float, float] = (0.9, 1.0)  # RandomResizedCrop scale range (open_clip's)
     max_samples: int | None = None  # use only the first N samples (quick runs)
+    # style randomisation (vlkit.data.styles): each sample, each epoch, is drawn in a random
+    # style with this probability (0: never); the choice hashes (seed, epoch, index)
+    style_mix: float = 0.0
+    styles: list[str] | None = None  # the styles style_mix draws from; null: every style but original
     # Streamed WebDataset shards (vlkit.data.stream, open_clip_train's way): true streams, false
     # indexes the shards (caches frozen towers); null streams when name is webdataset=URL/pipe:,
     # or num_samples/resampled is set, or a sizes.json lies beside the shards.

@@ -28,6 +28,7 @@ from .. import config as cfglib
 from .. import data as datalib
 from .. import models
 from ..data.collate import Collate
+from ..data.styles import StyleMix, check_style
 from ..engine import DatasetBatches, fit
 from ..engine.lock import run_dir_lock
 from ..engine.progress import warn
@@ -145,6 +146,11 @@ def check_config(cfg: PretrainConfig) -> None:
         raise UserError(f"data.scale must be two numbers with 0 < low <= high <= 1, got {list(cfg.data.scale)}")
     if not str(cfg.out_dir).strip():
         raise UserError("out_dir is empty; set out_dir to the run directory")
+    if not 0 <= cfg.data.style_mix <= 1:
+        raise UserError(f"data.style_mix is a probability in [0, 1] (0: no style randomisation), "
+                        f"got {cfg.data.style_mix!r}")
+    for style in cfg.data.styles or ():
+        check_style(style)
 
 
 def _is_main() -> bool:
@@ -177,7 +183,7 @@ def _run(cfg: PretrainConfig, out_dir: Path, resume: bool | str) -> PretrainResu
     # a stream's captions and images are unknown before training: frozen towers run every step
     cache = cfg.cache_frozen and not needs_tokens and not streaming
     cache_text = cache and model.is_frozen("text")
-    cache_image = cache and model.is_frozen("visual") and not cfg.data.augment
+    cache_image = cache and model.is_frozen("visual") and not cfg.data.augment and not cfg.data.style_mix
     progress = cfg.engine.progress
     text_cache = image_cache = None
     if cache_text:
@@ -191,7 +197,8 @@ def _run(cfg: PretrainConfig, out_dir: Path, resume: bool | str) -> PretrainResu
         from ..data.transforms import image_transform
 
         transform = image_transform(model.image_size, model.mean, model.std, train=True, scale=tuple(cfg.data.scale))
-    collate = Collate(transform, caption=cfg.data.caption, seed=cfg.engine.seed)
+    mix = StyleMix(cfg.data.style_mix, cfg.data.styles, seed=cfg.engine.seed) if cfg.data.style_mix else None
+    collate = Collate(transform, caption=cfg.data.caption, seed=cfg.engine.seed, restyle=mix)
     if streaming:
         batches = stream_batches(cfg.data, cfg.engine.batch_size, collate, cfg.engine.seed, cfg.engine.num_workers)
     else:

@@ -209,6 +209,39 @@ class RewardPanel(Panel):
                    "A useful reward rises with the number of goal attributes an image satisfies.")])
 
 
+@PANELS.register("style_shift")
+class StyleShiftPanel(Panel):
+    """The style-shift suite's per-style table: each headline metric and its ratio to the
+    original drawing (issue 18's target: a ratio of at least 0.5 for R@1 on every shift)."""
+
+    keys = ("table",)
+    columns = (("text_retrieval_recall@1", "image->name R@1"), ("image_retrieval_recall@1", "name->image R@1"),
+               ("acc1", "zero-shot acc1"))
+
+    def accepts(self, artifacts):
+        table = artifacts.get("table")
+        return isinstance(table, dict) and isinstance(table.get("original"), dict)
+
+    def render(self, inp):
+        table = inp.artifacts["table"]
+        base = table["original"]
+        cols = [(k, label) for k, label in self.columns if k in base]
+        header = ["drawing", *[h for _, label in cols for h in (label, "ratio")]]
+        rows = []
+        for shift, row in table.items():
+            cells = [shift]
+            for k, _ in cols:
+                value = row.get(k)
+                ratio = value / base[k] if is_number(value) and is_number(base[k]) and base[k] > 0 else None
+                cells += [f"{value:.3f}" if is_number(value) else "n/a",
+                          "-" if shift == "original" else (f"{ratio:.2f}" if ratio is not None else "n/a")]
+            rows.append(cells)
+        note = (f"The same {inp.artifacts.get('split', 'test')} samples drawn in each style or design; ratio: the "
+                f"metric over the original drawing's. Retrieval captions: {inp.artifacts.get('captions', 'first')}.")
+        return Section(f"{inp.suite}-table", f"{inp.suite}: metrics per drawing style", notes=[note],
+                       html=table_html(header, rows))
+
+
 def render_suite(suite: str, artifacts: dict, run: RunFiles, images: SplitImages) -> tuple[list[Section], dict]:
     """Sections for one suite, and the artifacts no panel drew (for the JSON listing)."""
     inp = PanelInput(suite, artifacts, run, images)
