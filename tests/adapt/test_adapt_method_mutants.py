@@ -29,6 +29,15 @@ def _perturb_lora(lora, seed=4, std=0.2):
                 p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
+# -- every method --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["coop", "coop_csc", "cocoop", "kgcoop", "maple", "clip_adapter", "lora",
+                                  "tip_adapter", "tip_adapter_f", "zeroshot", "zs_linear_probe", "linear_probe"])
+def test_every_method_keeps_the_templates_it_was_given(tiny_model, name):
+    # they are saved in method.json and reused by transfer(), also by methods whose prompts are learned
+    method = adapt.build_method(name, tiny_model, NAMES, TEMPLATES[::-1])
+    assert method.templates == TEMPLATES[::-1]
+
+
 # -- LoRA ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("towers", [["image"], [], ["vision", "texts"]])
 def test_lora_towers_must_be_a_non_empty_list_of_vision_text(tiny_model, towers):
@@ -165,6 +174,15 @@ def test_coop_logits_and_loss_by_hand(tiny_model, name):
     assert "ce_loss" not in coop({"image_embeds": f})  # no labels: no loss
 
 
+def test_coop_context_is_shared_by_all_classes_and_transfers_to_new_ones(tiny_model):
+    coop = _moved(adapt.build_method("coop", tiny_model, NAMES, None, {"ctx_init": "a photo of a"}))
+    assert tuple(coop.context.ctx.shape) == (4, tiny_model.text.width)  # one context, not one per class
+    other = coop.transfer(["cat", "dog"])
+    assert torch.equal(other.context.ctx, coop.context.ctx)
+    with torch.no_grad():
+        assert other.text_features().shape == (2, tiny_model.embed_dim)
+
+
 def test_coop_prompt_chunks_give_the_same_features(tiny_model):
     whole = _moved(adapt.build_method("coop", tiny_model, NAMES, None, {"n_ctx": 3}))
     chunked = adapt.build_method("coop", tiny_model, NAMES, None, {"n_ctx": 3, "prompt_chunk": 3})
@@ -188,6 +206,12 @@ def test_tip_adapter_describes_its_search(tiny_model):
     assert tip_f.describe_selection("val") == "best validation epoch; alpha, beta searched on validation"
     fixed = adapt.build_method("tip_adapter", tiny_model, NAMES, TEMPLATES, {"search": False})
     assert fixed.describe_selection(None) == "none (training-free)"
+
+
+@pytest.mark.parametrize("name", ["tip_adapter", "tip_adapter_f"])
+def test_tip_adapter_saves_its_cache_and_search_but_not_the_text_weights(tiny_model, name):
+    tip, _ = _tip(tiny_model, name)
+    assert set(tip.state_dict()) == {"cache_keys", "cache_values", "alpha", "beta"}  # recomputed: text_weights
 
 
 @pytest.mark.parametrize("name", ["tip_adapter", "tip_adapter_f"])
@@ -300,6 +324,13 @@ def test_cocoop_random_context_has_n_ctx_tokens(tiny_model):
     assert 0.01 < float(co.ctx.detach().std()) < 0.03  # N(0, 0.02^2)
     phrase = adapt.build_method("cocoop", tiny_model, NAMES, None, {"n_ctx": 2})  # the phrase decides: 4 tokens
     assert tuple(phrase.ctx.shape) == (4, tiny_model.text.width)
+
+
+def test_cocoop_saved_state_names_the_context_and_the_meta_net_layers(tiny_model):
+    # the adapter file's keys (a saved CoCoOp must load into a later vlkit)
+    co = adapt.build_method("cocoop", tiny_model, NAMES, None)
+    assert set(co.state_dict()) == {"ctx", "meta_net.linear1.weight", "meta_net.linear1.bias",
+                                    "meta_net.linear2.weight", "meta_net.linear2.bias"}
 
 
 def test_cocoop_meta_net_hidden_width_is_at_least_one():
