@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 
 from test_adapt_formulas import NAMES, TEMPLATES, clip_weights
 from vlkit import adapt
+from vlkit.adapt.methods.linear_probe import bisect_c
 from vlkit.errors import UserError
 
 
@@ -359,3 +361,74 @@ def test_maple_depth_is_capped_by_the_towers_and_at_least_one(tiny_model, asked,
     assert maple.depth == depth  # the tiny towers have 2 layers each
     assert len(maple.deep_text) == depth - 1 and len(maple.couplings) == depth
     assert sorted(maple.vision_prompts()) == list(range(depth))
+
+
+def test_maple_depth_is_capped_by_the_shallower_tower(tiny_model):
+    from vlkit import models
+
+    model = models.load({
+        "builder": "composed", "image_size": 32, "embed_dim": 24,
+        "vision": {"type": "openclip_vit", "cfg": {"width": 32, "layers": 2, "head_width": 16, "patch_size": 8}},
+        "text": {"type": "openclip_text", "cfg": {"context_length": 32, "vocab_size": 49408, "width": 32,
+                                                  "heads": 2, "layers": 3}}})
+    assert adapt.build_method("maple", model, NAMES, None).depth == 2  # vision 2 layers, text 3
+
+
+def test_maple_starts_from_the_phrase_with_its_first_tokens_learned(tiny_model):
+    # n_ctx 2 of "a photo of a": the context is the embeddings of "a photo", the rest stays text;
+    # with depth 1 (no deep prompts) the text features are the written prompt's
+    maple = adapt.build_method("maple", tiny_model, NAMES, None, {"prompt_depth": 1})
+    ids = tiny_model.tokenize(["a photo of a"])["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(maple.ctx, tiny_model.text.embed_tokens(ids)[0, 1:3])
+        expected = F.normalize(tiny_model.encode_text([f"a photo of a {n}." for n in NAMES]), dim=-1)
+        assert torch.allclose(maple.text_features(), expected, atol=1e-5)
+
+
+def test_maple_deep_text_prompts_are_small_random_draws(tiny_model):
+    from test_adapt_references import THREE_LAYERS
+    from vlkit import models
+
+    maple = adapt.build_method("maple", models.load(THREE_LAYERS), NAMES, None, {"prompt_depth": 3})
+    deep = torch.stack([p.detach() for p in maple.deep_text])  # (2, n_ctx, W)
+    assert deep.shape == (2, 2, 32)
+    assert 0.01 < float(deep.std()) < 0.03 and not torch.equal(deep[0], deep[1])  # N(0, 0.02^2), independent
+
+
+def test_linear_probe_fits_with_the_configured_iteration_budget(tiny_model):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    x, labels = _blobs(3, [0, 1, 2, 3], tiny_model.embed_dim, seed=3, spread=2.0)
+    probe = adapt.build_method("linear_probe", tiny_model, NAMES, None, {"C": 100.0, "max_iter": 3})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        probe.prepare(x[None], labels)
+    assert not caught  # max_iter ends a fit quietly, as lpclip
+    xs = x.double().numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        short = LogisticRegression(C=100.0, max_iter=3).fit(xs, labels.numpy()).decision_function(xs)
+        full = LogisticRegression(C=100.0, max_iter=100).fit(xs, labels.numpy()).decision_function(xs)
+    assert abs(short - full).max() > 1e-2  # three iterations do not converge here
+    got = probe.logits({"image_embeds": x})
+    assert torch.allclose(got.double(), torch.as_tensor(short), atol=1e-4)
+    # features in another precision (a float64 cache) give the same logits
+    assert torch.allclose(probe.logits({"image_embeds": x.double()}), got)
+
+
+def test_bisection_reports_every_c_it_fitted():
+    chosen, tried = bisect_c(lambda c: 1.0 if c > 1 else 0.5, 1.0, 2)
+    # [0.1, 10]: 0.5 < 1, keep 10, interval [1, 10] in log10 [0, 1]; then [1, 10]: 0.5 < 1, keep 10
+    assert chosen == pytest.approx(10.0)
+    assert [(pytest.approx(c), a) for c, a in tried] == [(0.1, 0.5), (10.0, 1.0), (1.0, 0.5), (10.0, 1.0)]
+
+
+def test_maple_logits_are_scaled_cosines_of_its_two_prompted_towers(tiny_model):
+    maple = adapt.build_method("maple", tiny_model, NAMES, None)
+    batch = {"images": _images(tiny_model, n=2, seed=9)}
+    with torch.no_grad():
+        image, text = maple.image_features(batch), maple.text_features()
+        assert torch.allclose(image.norm(dim=-1), torch.ones(2), atol=1e-5)
+        expected = tiny_model.logit_scale.exp() * image @ text.T
+        assert torch.allclose(maple.logits(batch), expected, atol=1e-4)
