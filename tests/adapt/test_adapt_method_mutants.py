@@ -418,10 +418,10 @@ def test_linear_probe_fits_with_the_configured_iteration_budget(tiny_model):
 
 
 def test_bisection_reports_every_c_it_fitted():
-    chosen, tried = bisect_c(lambda c: 1.0 if c > 1 else 0.5, 1.0, 2)
-    # [0.1, 10]: 0.5 < 1, keep 10, interval [1, 10] in log10 [0, 1]; then [1, 10]: 0.5 < 1, keep 10
-    assert chosen == pytest.approx(10.0)
-    assert [(pytest.approx(c), a) for c, a in tried] == [(0.1, 0.5), (10.0, 1.0), (1.0, 0.5), (10.0, 1.0)]
+    chosen, tried = bisect_c(lambda c: 1.0 if c > 100 else 0.5, 100.0, 2)
+    # log10 [1, 3]: 0.5 < 1, keep 10^3, interval [2, 3]; then [2, 3]: 0.5 < 1, keep 10^3 again
+    assert chosen == pytest.approx(1000.0)
+    assert [(pytest.approx(c), a) for c, a in tried] == [(10.0, 0.5), (1000.0, 1.0), (100.0, 0.5), (1000.0, 1.0)]
 
 
 def test_maple_logits_are_scaled_cosines_of_its_two_prompted_towers(tiny_model):
