@@ -363,15 +363,13 @@ def test_maple_depth_is_capped_by_the_towers_and_at_least_one(tiny_model, asked,
     assert sorted(maple.vision_prompts()) == list(range(depth))
 
 
-def test_maple_depth_is_capped_by_the_shallower_tower(tiny_model):
+def test_maple_depth_is_capped_by_the_shallower_tower():
+    from test_adapt_references import THREE_LAYERS
     from vlkit import models
 
-    model = models.load({
-        "builder": "composed", "image_size": 32, "embed_dim": 24,
-        "vision": {"type": "openclip_vit", "cfg": {"width": 32, "layers": 2, "head_width": 16, "patch_size": 8}},
-        "text": {"type": "openclip_text", "cfg": {"context_length": 32, "vocab_size": 49408, "width": 32,
-                                                  "heads": 2, "layers": 3}}})
-    assert adapt.build_method("maple", model, NAMES, None).depth == 2  # vision 2 layers, text 3
+    cfg = THREE_LAYERS["model_cfg"]
+    two_vision_layers = {**THREE_LAYERS, "model_cfg": {**cfg, "vision_cfg": {**cfg["vision_cfg"], "layers": 2}}}
+    assert adapt.build_method("maple", models.load(two_vision_layers), NAMES, None).depth == 2  # text has 3
 
 
 def test_maple_starts_from_the_phrase_with_its_first_tokens_learned(tiny_model):
