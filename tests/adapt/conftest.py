@@ -32,6 +32,12 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
+def cnn_model_spec():
+    """The spec of ``cnn_model`` (tests that build a variant of it)."""
+    return dict(CNN_MODEL)
+
+
+@pytest.fixture(scope="session")
 def cnn_model():
     from vlkit import models
 

@@ -335,12 +335,10 @@ def test_cocoop_saved_state_names_the_context_and_the_meta_net_layers(tiny_model
                                     "meta_net.linear2.weight", "meta_net.linear2.bias"}
 
 
-def test_cocoop_meta_net_hidden_width_is_at_least_one():
+def test_cocoop_meta_net_hidden_width_is_at_least_one(cnn_model_spec):
     from vlkit import models
 
-    from conftest import CNN_MODEL
-
-    small = models.load({**CNN_MODEL, "embed_dim": 8})  # 8 // 16 = 0: one hidden unit
+    small = models.load({**cnn_model_spec, "embed_dim": 8})  # 8 // 16 = 0: one hidden unit
     co = adapt.build_method("cocoop", small, NAMES, None)
     first, second = [m for m in co.meta_net if isinstance(m, torch.nn.Linear)]
     assert tuple(first.weight.shape) == (1, 8) and tuple(second.weight.shape) == (small.text.width, 1)
