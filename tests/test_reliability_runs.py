@@ -419,8 +419,7 @@ def test_a_refused_pickle_through_hf_or_a_timm_file_is_one_line(tmp_path):
         models.load(cfg)
     assert "\n" not in str(e.value)
 
-    sys.path.insert(0, str(ROOT / "tests" / "models"))
-    from test_hf import _TEXT, _VISION, _save_tokenizer
+    from hf_tiny import _TEXT, _VISION, _save_tokenizer
     from transformers import CLIPConfig, CLIPModel
 
     hf = tmp_path / "hf"
