@@ -45,7 +45,7 @@ def shapes():
 
 def views(model, ds, root, scale=(0.5, 1.0), aug_seed=0, n_views=3):
     tf = image_transform(64, model.mean, model.std, train=True, scale=scale)
-    return FrozenStageViews(model.visual.frozen_stage, ds, tf, n_views, seed=7, aug_seed=aug_seed, root=root), tf
+    return FrozenStageViews(model.visual.frozen_stage, ds, tf, 64, n_views, seed=7, aug_seed=aug_seed, root=root), tf
 
 
 def test_cached_stage_gives_the_full_towers_features_on_the_same_view(tiny, shapes, tmp_path):

@@ -77,7 +77,7 @@ class FrozenStageViews:
     ``computed`` counts images pushed through the frozen stage (0 when every bank was on disk).
     """
 
-    def __init__(self, stage, dataset, transform, n_views: int, seed: int = 0, aug_seed: int = 0,
+    def __init__(self, stage, dataset, transform, image_size: int, n_views: int, seed: int = 0, aug_seed: int = 0,
                  batch_size: int = 256, root=None, progress: bool = False):
         self.n_views, self.seed, self.computed = int(n_views), int(seed), 0
         positions = np.arange(len(dataset))
@@ -90,9 +90,8 @@ class FrozenStageViews:
             feats, n = ViewBank({**key, "view": v}, root).get(positions, compute)
             views.append(feats)  # (N, C * h * w)
             self.computed += n
-        with torch.no_grad():
-            probe = stage(transform(dataset[0].image)[None])  # (1, C, h, w): the row layout
-        self.shape = tuple(probe.shape[1:])
+        with torch.no_grad():  # (1, C, h, w): the row layout
+            self.shape = tuple(stage(torch.zeros(1, 3, image_size, image_size)).shape[1:])
         self.features = torch.stack(views)  # (K, N, C * h * w)
 
     def lookup(self, index: torch.Tensor, epoch: int) -> torch.Tensor:

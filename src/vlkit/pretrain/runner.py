@@ -235,7 +235,7 @@ def _stage_views(cfg: PretrainConfig, model, ds, transform, allowed: bool):
     if not allowed:  # streamed data, token objectives, cache_frozen: false, or a wholly cached tower
         raise UserError("stage_views needs indexed data, an objective without token features, cache_frozen: "
                         "true and an image tower that trains; set stage_views: 0")
-    return FrozenStageViews(stage, ds, transform, cfg.stage_views, seed=cfg.engine.seed,
+    return FrozenStageViews(stage, ds, transform, model.image_size, cfg.stage_views, seed=cfg.engine.seed,
                             progress=cfg.engine.progress)
 
 
