@@ -103,7 +103,7 @@ def test_frozen_text_tower_is_encoded_once_not_every_step(tmp_path, monkeypatch)
 
     monkeypatch.setattr(runner, "fit", counting_fit)
     result = pretrain.run(cfg)
-    assert result.cached == {"text": True, "image": False}
+    assert result.cached == {"text": True, "image": False, "stage_views": 0}
     assert calls["steps"] == 4 and calls["text"] == 0
     frozen = result.fit  # the text tower's weights did not move
     model = __import__("vlkit").models.load(result.model_dir)
@@ -123,7 +123,7 @@ def test_sail_trains_only_gated_heads_on_cached_features_and_reloads(tmp_path):
         "engine.schedule.warmup_steps=1", "engine.log_every=1", "eval.data=null",
         f"out_dir={tmp_path / 'run'}", *QUICK])
     result = pretrain.run(cfg)
-    assert result.cached == {"text": True, "image": True}
+    assert result.cached == {"text": True, "image": True, "stage_views": 0}
     losses = [h["loss"] for h in result.fit.history]
     assert losses[-1] < losses[0] * 0.8, losses
     reloaded = models.load(result.model_dir)

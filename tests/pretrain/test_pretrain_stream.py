@@ -56,7 +56,7 @@ def test_pretrain_streams_pipe_shards_once_per_epoch_without_indexing(tmp_path, 
     cfg = recipe(tmp_path / "run", f"webdataset=pipe:cat {folder}/shards-{{000000..000003}}.tar",
                  "data.num_samples=48", "engine.steps=6")
     result = pretrain.run(cfg)
-    assert result.cached == {"text": False, "image": False}
+    assert result.cached == {"text": False, "image": False, "stage_views": 0}
     assert len(result.fit.history) == 6  # 48 samples / batch 16 = 3 steps an epoch, 2 epochs
     assert Counter(read) == Counter({f"{i:06d}": 2 for i in range(48)})  # each sample once per epoch
     assert (tmp_path / "run" / "model" / "config.json").is_file()

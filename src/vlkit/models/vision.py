@@ -168,6 +168,18 @@ class FrozenStem(nn.Module):
         with torch.no_grad():
             return self.layers(images.contiguous(memory_format=torch.channels_last)).contiguous()
 
+    def fingerprint(self) -> str:
+        """sha256 of what the output depends on: the layers' weights (as folded) and their names.
+        A cache of this stage's outputs is keyed on it, so changed weights recompute."""
+        import hashlib
+
+        h = hashlib.sha256(f"{self.stride}|{self.channels}".encode())
+        for name, t in sorted(self.layers.state_dict().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:20]
+
 
 @dataclass
 class ConvViTConfig:
@@ -231,10 +243,20 @@ class ConvViT(TokenVisionTower):
     def build(cls, cfg: ConvViTConfig, ctx: BuildContext) -> "ConvViT":
         return cls(cfg, ctx.image_size, load_weights=ctx.weights)
 
+    @property
+    def frozen_stage(self) -> FrozenStem | None:
+        """The frozen pretrained layers that run first (None without ``pretrained_stem``): their
+        output for a given image never changes, so a trainer may cache it per augmented view."""
+        return self.pretrained
+
     def _embed(self, images):
         if self.pretrained is not None:
             images = self.pretrained(images)  # (B, C, H/s, W/s), frozen
-        x = self.stem(images)  # (B, W, g, g)
+        return self._embed_stage(images)
+
+    def _embed_stage(self, feats):
+        """Tokens from the frozen stage's output (the images themselves without one)."""
+        x = self.stem(feats)  # (B, W, g, g)
         x = x.flatten(2).transpose(1, 2)  # (B, g*g, W)
         cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
         return torch.cat([cls, x], dim=1) + self.pos_embed.to(x.dtype)  # (B, 1 + g*g, W)
@@ -248,7 +270,13 @@ class ConvViT(TokenVisionTower):
         return pooled, x[:, 1:]
 
     def forward(self, images, return_tokens: bool = False):
-        x = self._embed(images)
+        feats = self.pretrained(images) if self.pretrained is not None else images  # (B, C, H/s, W/s)
+        return self.forward_from_stage(feats, return_tokens)
+
+    def forward_from_stage(self, feats, return_tokens: bool = False):
+        """The trainable part alone, from a cached output of :attr:`frozen_stage`
+        ((B, C, H/s, W/s)): the same result as ``forward`` on the images that gave it."""
+        x = self._embed_stage(feats)
         for blk in self.blocks:
             x = blk(x)
         pooled, tokens = self._pool(x)

@@ -50,6 +50,10 @@ class PretrainConfig:
     freeze: list[str] = field(default_factory=list)  # parts to freeze on top of the spec's own
     heads: dict | None = None  # new heads for both towers, e.g. {type: gated_mlp} (SAIL)
     cache_frozen: bool = True  # frozen, un-augmented towers: encode once, reuse every step
+    # K > 0: an image tower with a frozen pretrained stage (convvit pretrained_stem) runs that stage
+    # once on K augmented views of each image (data.scale crops, cached); each step reads one view
+    # per image and runs only the trainable part. 0: the whole tower runs every step.
+    stage_views: int = 0
     objectives: list[Any] = field(default_factory=lambda: [{"name": "clip"}])
     init_logit_scale: Literal["objective", "model"] = "objective"  # start from the paper's value
     data: DataConfig = field(default_factory=DataConfig)

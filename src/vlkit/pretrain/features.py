@@ -4,16 +4,27 @@ In LiT-style alignment (a locked, pretrained text tower) and in SAIL (both tower
 locked side sees no augmentation, so its output for a given input never changes. open_clip's
 ``--lock-text`` still runs that tower forward every step; vlkit encodes each distinct input once
 (keyed by the tower's fingerprint and the data's) and training looks rows up by index.
+
+An image tower whose first layers are frozen and pretrained (convvit's ``pretrained_stem``) sees
+augmented images, yet those layers' output for a given view never changes either:
+:class:`FrozenStageViews` computes it once for ``K`` seeded augmented views of every image (the
+data layer's :class:`~vlkit.data.view_bank.ViewBank`, keyed by the frozen weights, the data, the
+transform, the view and the aug seed) and each step picks one view per image, so a step runs
+only the trainable part of the tower.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from ..data.cache import FeatureCache
+from ..data.collate import _seed
+from ..data.view_bank import ViewBank, view_encoder
 from ..engine.progress import Progress
+from ..paths import cache_dir
 
 
 class FrozenTextFeatures:
@@ -59,6 +70,38 @@ class FrozenImageFeatures:
 
     def lookup(self, index: torch.Tensor) -> torch.Tensor:
         return self.features[index]  # (B, W)
+
+
+class FrozenStageViews:
+    """The frozen stage's output (B, C, h, w) for ``n_views`` augmented views of every image.
+
+    View ``v`` of image ``i`` is what :class:`~vlkit.data.collate.Collate` draws with seed
+    ``aug_seed`` at epoch ``v``; in epoch ``e`` image ``i`` reads view ``hash(seed, e, i) % K``.
+    ``computed`` counts images pushed through the frozen stage (0 when every bank was on disk).
+    """
+
+    def __init__(self, stage, dataset, transform, image_size: int, n_views: int, seed: int = 0, aug_seed: int = 0,
+                 batch_size: int = 256, root=None, progress: bool = False):
+        self.n_views, self.seed, self.computed = int(n_views), int(seed), 0
+        positions = np.arange(len(dataset))
+        key = {"kind": "pretrain.frozen_stage", "stage": stage.fingerprint(), "data": dataset.fingerprint(),
+               "transform": repr(transform), "aug_seed": int(aug_seed)}
+        root = cache_dir("features", "pretrain") if root is None else root
+        views = []
+        with Progress(self.n_views, "encoding views", unit="view", enabled=progress, leave=False) as shown:
+            for v in range(self.n_views):
+                compute = view_encoder(dataset, transform, v, aug_seed, stage, batch_size)
+                feats, n = ViewBank({**key, "view": v}, root).get(positions, compute)
+                views.append(feats)  # (N, C * h * w)
+                self.computed += n
+                shown.update(1)
+        with torch.no_grad():  # (1, C, h, w): the row layout
+            self.shape = tuple(stage(torch.zeros(1, 3, image_size, image_size)).shape[1:])
+        self.features = torch.stack(views)  # (K, N, C * h * w)
+
+    def lookup(self, index: torch.Tensor, epoch: int) -> torch.Tensor:
+        view = torch.tensor([_seed("view", self.seed, epoch, int(i)) % self.n_views for i in index])
+        return self.features[view, index].view(len(index), *self.shape)  # (B, C, h, w)
 
 
 def _encode_batches(items: Sequence, encode: Callable, batch_size: int, progress: bool, what: str):

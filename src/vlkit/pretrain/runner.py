@@ -36,7 +36,7 @@ from ..engine.loop import check_config as check_engine_config, check_out_dir
 from ..errors import UserError
 from ..objectives import MomentumEncoder, build as build_objective
 from .config import PretrainConfig
-from .features import FrozenImageFeatures, FrozenTextFeatures
+from .features import FrozenImageFeatures, FrozenStageViews, FrozenTextFeatures
 from .streaming import stream_batches, wants_stream
 from .task import ContrastiveModule, ContrastiveTask, TimeBudget
 
@@ -47,7 +47,7 @@ class PretrainResult:
     model_dir: Path
     fit: Any  # vlkit.engine.FitResult
     metrics: dict[str, Any]
-    cached: dict[str, bool]
+    cached: dict[str, Any]  # text, image: cached towers; stage_views: K views of a frozen stage (0: none)
 
 
 def load_config(path: str | Path | None, overrides=()) -> PretrainConfig:
@@ -139,6 +139,8 @@ def check_config(cfg: PretrainConfig) -> None:
     if budget is not None and not (math.isfinite(budget) and budget > 0):
         raise UserError(f"time_budget_s must be a positive number of seconds (or null: no budget), "
                         f"got {budget!r}")
+    if cfg.stage_views < 0:
+        raise UserError(f"stage_views must be >= 0 (0: run the frozen stage every step), got {cfg.stage_views}")
     if cfg.data.max_samples is not None and cfg.data.max_samples < 1:
         raise UserError(f"data.max_samples must be >= 1 (or null: every sample), got {cfg.data.max_samples}")
     lo, hi = cfg.data.scale
@@ -198,35 +200,54 @@ def _run(cfg: PretrainConfig, out_dir: Path, resume: bool | str) -> PretrainResu
 
         transform = image_transform(model.image_size, model.mean, model.std, train=True, scale=tuple(cfg.data.scale))
     mix = StyleMix(cfg.data.style_mix, cfg.data.styles, seed=cfg.engine.seed) if cfg.data.style_mix else None
+    stage_cache = _stage_views(cfg, model, ds, transform, cache and not cache_image and mix is None)
+    if stage_cache is not None:
+        transform = None  # the batches carry indices; the cache holds the views
     collate = Collate(transform, caption=cfg.data.caption, seed=cfg.engine.seed, restyle=mix)
     if streaming:
         batches = stream_batches(cfg.data, cfg.engine.batch_size, collate, cfg.engine.seed, cfg.engine.num_workers)
     else:
-        batches = DatasetBatches(_NoImages(ds) if cache_image else ds, cfg.engine.batch_size, collate,
+        batches = DatasetBatches(_NoImages(ds) if cache_image or stage_cache else ds, cfg.engine.batch_size, collate,
                                  seed=cfg.engine.seed, num_workers=cfg.engine.num_workers)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if _is_main():
         cfglib.save(cfg, out_dir / "config.yaml")
     bank = _bank_texts(cfg, ds, text_cache) if "text_bank" in objective.requires else None
-    task = ContrastiveTask(ContrastiveModule(model, objective, momentum), text_cache, image_cache, bank)
+    task = ContrastiveTask(ContrastiveModule(model, objective, momentum), text_cache, image_cache, bank, stage_cache)
     budget = TimeBudget(cfg.time_budget_s) if cfg.time_budget_s else None
     # model/ (DualEncoder.save) is what users load; the engine's own weights file would repeat it
     engine_cfg = dataclasses.replace(cfg.engine, save_safetensors=False)
     model.train()  # loading gives eval mode; frozen parts stay in eval (DualEncoder.train)
     result = fit(task, batches, engine_cfg, out_dir, resume=resume, hooks=[budget] if budget else [])
     training = training_summary(result, cfg.time_budget_s, budget)
+    cached = {"text": cache_text, "image": cache_image, "stage_views": stage_cache.n_views if stage_cache else 0}
 
     model.eval()
     model_dir = out_dir / "model"
     metrics: dict[str, Any] = {}
     if not _is_main():  # torchrun: rank 0 alone saves and evaluates
-        return PretrainResult(out_dir, model_dir, result, metrics, {"text": cache_text, "image": cache_image})
+        return PretrainResult(out_dir, model_dir, result, metrics, cached)
     if training["stopped_by_budget"]:
         warn(training["warning"])
     model.save(model_dir)
     metrics = _evaluate(cfg, model, out_dir, result, training)
-    return PretrainResult(out_dir, model_dir, result, metrics, {"text": cache_text, "image": cache_image})
+    return PretrainResult(out_dir, model_dir, result, metrics, cached)
+
+
+def _stage_views(cfg: PretrainConfig, model, ds, transform, allowed: bool):
+    """The image tower's frozen stage, cached for ``cfg.stage_views`` augmented views, or None."""
+    if not cfg.stage_views:
+        return None
+    stage = getattr(model.visual, "frozen_stage", None)
+    if stage is None:
+        raise UserError(f"stage_views {cfg.stage_views} needs an image tower with a frozen pretrained stage "
+                        "(convvit with pretrained_stem, e.g. preset:moji-lit-deep); set stage_views: 0")
+    if not allowed:  # streamed data, token objectives, cache_frozen: false, or a wholly cached tower
+        raise UserError("stage_views needs indexed data, an objective without token features, cache_frozen: "
+                        "true, no data.style_mix and an image tower that trains; set stage_views: 0")
+    return FrozenStageViews(stage, ds, transform, model.image_size, cfg.stage_views, seed=cfg.engine.seed,
+                            progress=cfg.engine.progress)
 
 
 def training_summary(result, budget_s: float | None, budget: TimeBudget | None) -> dict[str, Any]:

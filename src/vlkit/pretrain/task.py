@@ -30,6 +30,8 @@ class ContrastiveModule(nn.Module):
     def _image(self, model, batch) -> dict[str, torch.Tensor]:
         if "image_pooled" in batch:
             return {"features": model.project_image(batch["image_pooled"])}
+        if "image_stage" in batch:  # the frozen stage's cached output: run the trainable part only
+            return {"features": model.project_image(model.visual.forward_from_stage(batch["image_stage"]))}
         if self.needs_tokens and model is self.model:
             out = model.encode_image(batch["images"], return_tokens=True)
             return {"features": out["features"], "image_tokens": out["tokens"]}
@@ -63,14 +65,15 @@ class ContrastiveModule(nn.Module):
 class ContrastiveTask:
     """Engine task: looks frozen-tower features up, runs the module, clamps the logit scale.
 
-    ``bank_texts``: the captions an objective with ``text_negatives: bank`` contrasts every
+    ``stage_cache``: a :class:`~vlkit.pretrain.features.FrozenStageViews` (the image tower's
+    frozen stage, per augmented view); ``bank_texts``: the captions an objective with ``text_negatives: bank`` contrasts every
     image against (those the data can draw), looked up in ``text_cache`` once.
     """
 
     def __init__(self, module: ContrastiveModule, text_cache=None, image_cache=None,
-                 bank_texts: Sequence[str] | None = None):
+                 bank_texts: Sequence[str] | None = None, stage_cache=None):
         self.module = module
-        self.text_cache, self.image_cache = text_cache, image_cache
+        self.text_cache, self.image_cache, self.stage_cache = text_cache, image_cache, stage_cache
         self.bank = self.bank_pos = None
         if bank_texts is not None:
             bank_texts = list(dict.fromkeys(bank_texts))
@@ -95,6 +98,8 @@ class ContrastiveTask:
             batch["text_pooled"] = self.text_cache.lookup(batch["texts"]).to(state.device)
         if self.image_cache is not None:
             batch["image_pooled"] = self.image_cache.lookup(batch["index"]).to(state.device)
+        if self.stage_cache is not None:  # (B, C, h, w): one cached view per image this epoch
+            batch["image_stage"] = self.stage_cache.lookup(batch["index"], state.epoch).to(state.device)
         if self.bank is not None:
             batch.update(self._bank_inputs(batch, state.device))
         if "images" in batch and torch.is_tensor(batch["images"]):
