@@ -143,6 +143,18 @@ class AdaptTask(ModuleTask):
     def on_fit_start(self, state) -> None:
         self.module.model.to(state.device)
 
+    # a method that acts between epochs (PromptSRC's prompt aggregation) defines
+    # ``on_epoch_end(done, n_epochs)`` and ``on_fit_end()``; the others need nothing
+    def on_epoch_end(self, state) -> None:
+        fn = getattr(self.module, "on_epoch_end", None)
+        if callable(fn):
+            fn(state.epoch + 1, math.ceil(state.total_steps / max(1, state.batches_per_epoch)))
+
+    def on_fit_end(self, state) -> None:
+        fn = getattr(self.module, "on_fit_end", None)
+        if callable(fn):
+            fn()
+
 
 class BestOnValidation(Hook):
     """Score on validation every ``every`` epochs and at the end; restore the best state at the end."""

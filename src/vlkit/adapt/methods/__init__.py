@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (each import registers its methods)
     lora,
     maple,
     pre, prograd,
+    promptsrc,
     tip_adapter,
     zeroshot,
     zs_linear_probe,
