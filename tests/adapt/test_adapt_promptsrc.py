@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vlkit import adapt, models
+from vlkit import adapt
 from vlkit.adapt.methods.promptsrc import gpa_weights, src_losses
 from vlkit.adapt.splits import load_split, whole
 from vlkit.adapt.training import AdaptTask, LabelledImages, accuracy, predict
@@ -145,14 +145,12 @@ def test_only_prompts_train_and_the_towers_stay_frozen(tiny_model, task, store, 
 
 
 def test_depth_is_capped_per_tower_and_n_ctx_checked(tiny_model):
-    three_text = {**models.get_preset("tiny-clip")} if hasattr(models, "get_preset") else None
     method = adapt.build_method("promptsrc", tiny_model, NAMES, None,
                                 {"prompt_depth_text": 1, "prompt_depth_vision": 5, "n_ctx_vision": 3})
     assert (method.depth_text, method.depth_vision) == (1, 2) and len(method.deep_text) == 0
     assert [tuple(p.shape) for p in method.vision] == [(3, tiny_model.visual.width)] * 2
     with pytest.raises(UserError, match="n_ctx_text >= 1"):
         adapt.build_method("promptsrc", tiny_model, NAMES, None, {"n_ctx_vision": 0})
-    del three_text
 
 
 def test_a_vision_tower_without_tokens_is_refused(cnn_model):
