@@ -8,13 +8,11 @@ prompts recorded at each epoch end; only the prompts train; it learns; API and C
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from vlkit import adapt
 from vlkit.adapt.methods.promptsrc import gpa_weights, src_losses
@@ -187,16 +185,12 @@ def test_api_and_cli_run_promptsrc(tiny_model, store, tmp_path, capsys):
     # the saved (aggregated) prompts reproduce the recorded test accuracy
     assert accuracy(predict(loaded, test, store), torch.as_tensor(test.labels)) == pytest.approx(rec["test_acc"])
 
-    from vlkit.adapt.cli import add_cli
+    from vlkit.cli import main
 
-    parser = argparse.ArgumentParser(prog="vlkit")
-    add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["adapt", "--list"])
-    assert args.func(args) == 0
+    assert main(["adapt", "--list"]) == 0
     listing = capsys.readouterr().out
     assert "promptsrc:" in listing and "text_loss_weight = 25.0" in listing and "gpa_mean = 15.0" in listing
-    args = parser.parse_args(["adapt", "--method", "promptsrc", "--data", "digits", "--model", "preset:tiny-clip",
-                              "--shots", "1", "--seeds", "1", "--out", str(tmp_path / "cli"), "views=1", "epochs=1"])
-    assert args.func(args) == 0
-    assert "| promptsrc |" in capsys.readouterr().out
-    assert (tmp_path / "cli" / "promptsrc" / "1shot" / "seed1" / "adapter" / "adapter.safetensors").is_file()
+    cell = tmp_path / "cli" / "promptsrc" / "1shot" / "seed1" / "adapter"
+    assert main(["adapt", "--method", "promptsrc", "--data", "digits", "--model", "preset:tiny-clip", "--shots", "1",
+                 "--seeds", "1", "--out", str(tmp_path / "cli"), "views=1", "epochs=1"]) == 0
+    assert "| promptsrc |" in capsys.readouterr().out and (cell / "adapter.safetensors").is_file()

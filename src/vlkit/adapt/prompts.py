@@ -1,4 +1,4 @@
-"""Prompt-learning pieces shared by CoOp, CoCoOp, KgCoOp and MaPLe.
+"""Prompt-learning pieces shared by CoOp, CoCoOp, KgCoOp, MaPLe and PromptSRC.
 
 A prompt is ``"<prefix> <classname>."`` tokenised by the model's own tokenizer; the ``n_ctx``
 token embeddings right after the start token(s) are replaced by learned context vectors
@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError, unknown_name
@@ -187,3 +188,13 @@ def encode_prompts(model, embeds: torch.Tensor, tokens: dict, deep_prompts=None,
         pooled = model.text.forward_embeddings(embeds[i:i + step], part, deep_prompts=deep_prompts, prompt_start=start)
         out.append(model.project_text(pooled))  # (n_i, D)
     return torch.cat(out) if len(out) > 1 else out[0]
+
+
+def deep_text_features(model, prompts: PromptTokens, ctx: torch.Tensor, deep_text) -> torch.Tensor:
+    """(n_cls, D) normalised features of prompts with a shared input context ``ctx`` (n_ctx, W) and
+    deep prompts ``deep_text[i]`` (n_ctx, W) replacing it at the input of layer i + 1 (MaPLe, PromptSRC)."""
+    n_cls = prompts.embeds.shape[0]
+    embeds = place_end(prompts, ctx.unsqueeze(0).expand(n_cls, -1, -1))  # (n_cls, L, W)
+    deep = {i + 1: p for i, p in enumerate(deep_text)}
+    feats = encode_prompts(model, embeds, prompts.tokens(), deep_prompts=deep, start=prompts.start)
+    return F.normalize(feats, dim=-1)

@@ -26,12 +26,11 @@ import copy
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...errors import UserError
 from ..base import Method, MethodConfig, help_field, register_method
-from ..prompts import PromptTokens, encode_prompts, init_context, place_end
+from ..prompts import PromptTokens, deep_text_features, init_context
 
 
 @dataclass
@@ -76,11 +75,7 @@ class MaPLe(Method):
         return True
 
     def text_features(self) -> torch.Tensor:
-        ctx = self.ctx.unsqueeze(0).expand(self.n_classes, -1, -1)  # (n_cls, n_ctx, W)
-        embeds = place_end(self.prompts, ctx)  # (n_cls, L, W)
-        deep = {i + 1: p for i, p in enumerate(self.deep_text)}
-        feats = encode_prompts(self.model, embeds, self.prompts.tokens(), deep_prompts=deep, start=self.prompts.start)
-        return F.normalize(feats, dim=-1)
+        return deep_text_features(self.model, self.prompts, self.ctx, self.deep_text)  # (n_cls, D)
 
     def vision_prompts(self) -> dict[int, torch.Tensor]:
         text = [self.ctx, *self.deep_text]

@@ -40,7 +40,6 @@ are reported instead of the aggregate.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +49,7 @@ from torch import nn
 from ...errors import UserError
 from ..base import Method, MethodConfig, help_field, register_method, with_ce
 from ..features import text_classifier
-from ..prompts import PromptTokens, encode_prompts, init_context, place_end
+from ..prompts import PromptTokens, deep_text_features, init_context
 
 PAPER_EPOCHS = 20
 
@@ -128,11 +127,7 @@ class PromptSRC(Method):
 
     # -- features ------------------------------------------------------------------------------
     def text_features(self) -> torch.Tensor:
-        ctx = self.ctx.unsqueeze(0).expand(self.n_classes, -1, -1)  # (n_cls, n_ctx, W)
-        embeds = place_end(self.prompts, ctx)  # (n_cls, L, W)
-        deep = {i + 1: p for i, p in enumerate(self.deep_text)}
-        feats = encode_prompts(self.model, embeds, self.prompts.tokens(), deep_prompts=deep, start=self.prompts.start)
-        return F.normalize(feats, dim=-1)  # (n_cls, D)
+        return deep_text_features(self.model, self.prompts, self.ctx, self.deep_text)  # (n_cls, D)
 
     def image_features(self, batch: dict) -> torch.Tensor:
         prompts = {i: p for i, p in enumerate(self.vision)}  # (n_ctx, W_vis) per layer
