@@ -151,6 +151,18 @@ def test_depth_is_capped_per_tower_and_n_ctx_checked(tiny_model):
         adapt.build_method("promptsrc", tiny_model, NAMES, None, {"n_ctx_vision": 0})
 
 
+def test_text_context_starts_from_the_phrase_unless_longer_than_it(tiny_model):
+    from vlkit.adapt.prompts import phrase_embeddings
+
+    phrase = phrase_embeddings(tiny_model, "a photo of a")  # (4, W)
+    two = adapt.build_method("promptsrc", tiny_model, NAMES, None, {"n_ctx_text": 2})
+    assert torch.equal(two.ctx.detach().cpu(), phrase[:2]) and two.prompts.name_start - two.prompts.start == 4
+    torch.manual_seed(0)
+    six = adapt.build_method("promptsrc", tiny_model, NAMES, None, {"n_ctx_text": 6})
+    assert six.ctx.shape == (6, tiny_model.text.width) and float(six.ctx.detach().std()) < 0.05  # random, std 0.02
+    assert six.prompts.name_start - six.prompts.start == 6  # six placeholders, no phrase
+
+
 def test_a_vision_tower_without_tokens_is_refused(cnn_model):
     with pytest.raises(UserError, match="needs token access to the vision tower") as e:
         adapt.build_method("promptsrc", cnn_model, NAMES, None)

@@ -4,7 +4,9 @@
 ICCV 2023, arXiv 2307.06948; muzairkhattak/PromptSRC ``trainers/promptsrc.py``).
 
 Prompts: VPT-style deep prompts in each tower, learned independently (no coupling function,
-unlike MaPLe). Text: n_ctx 4 tokens initialised from "a photo of a" at the input, and random
+unlike MaPLe). Text: n_ctx 4 tokens initialised from "a photo of a" at the input (random, std
+0.02, when n_ctx exceeds the phrase's tokens; with fewer, the rest of the phrase stays fixed
+text), and random
 (std 0.02) prompts replacing them at the input of layers 1..J-1; vision: n_ctx 4 random (std
 0.02) tokens appended after the patch tokens at the input and replaced at layers 1..J-1;
 depth J = 9 in both towers. Only the prompts train.
@@ -49,7 +51,7 @@ from torch import nn
 from ...errors import UserError
 from ..base import Method, MethodConfig, help_field, register_method, with_ce
 from ..features import text_classifier
-from ..prompts import PromptTokens, deep_text_features, init_context
+from ..prompts import PromptTokens, deep_text_features, init_context, phrase_embeddings
 
 PAPER_EPOCHS = 20
 
@@ -109,7 +111,10 @@ class PromptSRC(Method):
                             f"got {cfg.n_ctx_text} and {cfg.n_ctx_vision}")
         self.depth_text = max(1, min(cfg.prompt_depth_text, model.text.n_layers))
         self.depth_vision = max(1, min(cfg.prompt_depth_vision, model.visual.n_layers))
-        init, prefix, n_ctx = init_context(model, cfg.n_ctx_text, cfg.ctx_init)
+        # the phrase initialises the context only when it has n_ctx_text tokens or more (the
+        # reference's ``n_ctx <= 4`` for its 4-token phrase); otherwise random, std 0.02
+        phrase = cfg.ctx_init if cfg.ctx_init and cfg.n_ctx_text <= len(phrase_embeddings(model, cfg.ctx_init)) else ""
+        init, prefix, n_ctx = init_context(model, cfg.n_ctx_text, phrase)
         self.prompts = PromptTokens(model, self.classnames, n_ctx, prefix)
         self.ctx = nn.Parameter(init.to(dev))  # (n_ctx, W_text)
         self.deep_text = _deep(self.depth_text - 1, n_ctx, model.text.width, dev)  # layers 1..J-1
