@@ -48,7 +48,6 @@ HEADLINE = ("concept:retrieval/text_retrieval_recall@1", "concept:retrieval/text
 
 STYLE_SHOWN = "edges"  # the shifted style whose retrieval examples the report shows
 QUICK_STYLES = ["grey", "edges", "flat"]  # --quick: 3 of the styles (each one re-renders the test images)
-WORST_RATIO = "style_shift/min_ratio/text_retrieval_recall@1"  # in concept/metrics.json
 
 QUICK = [
     "engine.steps=12", "engine.batch_size=32", "engine.schedule.warmup_steps=2",
