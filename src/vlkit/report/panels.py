@@ -26,7 +26,7 @@ class Figure:
     png: bytes
     alt: str
     caption: str = ""  # plain text
-    credit: bool = False  # shows dataset images: the OpenMoji credit goes under it
+    credit: bool | str = False  # shows dataset images: True puts OpenMoji's credit under it, a string that line
 
 
 @dataclass
