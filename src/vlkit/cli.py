@@ -136,7 +136,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
         description="Train or align a dual encoder. CONFIG is a YAML recipe (configs/pretrain/); "
         "key=value pairs override its keys, dotted for sections (engine.optim.lr=1e-3).",
         epilog="example: vlkit pretrain moji-lit --data openmoji@skin_tones=false engine.steps=200 "
-        "engine.optim.lr=1e-3",
+        "engine.optim.lr=1e-3 out_dir=runs/moji-lit-200",
     )
     p.add_argument("config", help="YAML recipe (configs/pretrain/moji-lit.yaml) or a shipped recipe's name (moji-lit)")
     grammar.add_overrides(p, "dotted overrides of the recipe's keys, e.g. engine.steps=200")

@@ -35,11 +35,12 @@ and texts), so a second evaluation of the same model and data skips both towers.
 
 EPILOG = """\
 examples:
-  vlkit eval preset:tiny-clip --data digits --suite zeroshot,retrieval
+  vlkit eval preset:tiny-clip --data digits --suite zeroshot,retrieval --out runs/eval-tiny
   vlkit eval preset:moji-lit-s --data openmoji:subgroup@skin_tones=false \\
-      --suite zeroshot,calibration,conformal conformal.alpha=0.05 calibration.n_bins=10 --out runs/eval-moji
-  vlkit eval runs/moji-lit/model --data openmoji --suite retrieval --split val --device cpu
-  vlkit eval preset:moji-lit-s --adapter runs/adapt/lora/.../adapter --data openmoji:subgroup --suite zeroshot
+      --suite zeroshot,calibration,conformal conformal.alpha=0.05 calibration.n_bins=10 --out runs/eval-moji-s
+  vlkit eval runs/moji-lit/model --data openmoji --suite retrieval --split val --device cpu --out runs/eval-val
+  vlkit eval MODEL --adapter runs/adapt/lora/4shot/seed1/adapter --data DATA --suite zeroshot --out runs/eval-lora
+      (MODEL and DATA: those `vlkit adapt --method lora` trained the adapter on)
 
 Suite options (trailing SUITE.KEY=VALUE, values read as YAML, e.g. retrieval.ks=[1,5]) are
 the fields of each suite's config; an unknown key lists the valid ones. Dataset options go
