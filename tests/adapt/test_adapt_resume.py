@@ -64,3 +64,20 @@ def test_a_cell_of_another_model_is_refused_not_reused(tiny_model, cnn_model, st
     (tmp_path / "results-fewshot.json").unlink()
     with pytest.raises(UserError, match=r"was trained on model .*, not this run's .*overwrite=true"):
         adapt.run("zeroshot", "digits", cnn_model, out=str(tmp_path), **kw)
+
+
+def test_a_second_run_with_other_methods_does_not_take_over_the_folder_of_the_first(tiny_model, store, tmp_path):
+    """Methods and a protocol new to the folder still meet the saved config: replacing it would leave the first
+    run unable to resume."""
+    from vlkit.errors import UserError
+
+    out = tmp_path / "grid"
+    one = dict(ARGS, seeds=[1])
+    adapt.run("coop", "digits", tiny_model, out=str(out), store=store, **one)
+    saved = (out / "adapt_config.yaml").read_text()
+    with pytest.raises(UserError, match=r"holds an adapt run with another config \(.*method.*\)"):
+        adapt.run("tip_adapter", "digits", tiny_model, out=str(out), store=store, protocol="base2new",
+                  **dict(one, overrides=[]))
+    assert (out / "adapt_config.yaml").read_text() == saved and not (out / "tip_adapter").exists()
+    again = adapt.run("coop", "digits", tiny_model, out=str(out), store=store, **one)
+    assert "1 of 1 cells were reused" in " ".join(again["notes"])

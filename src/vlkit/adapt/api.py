@@ -221,14 +221,16 @@ def _claim(out: Path, cfg: AdaptConfig) -> int:
     its folders are removed)."""
     earlier = [out / name for name in cfg.method if (out / name).exists()]
     earlier += [p for p in (out / f"results-{cfg.protocol}.json",) if p.exists()]
-    if not earlier:
+    saved = out / CONFIG_FILE
+    if not earlier and not saved.is_file():
         return 0
     if cfg.overwrite:
         for path in earlier:
             if path.is_dir():
                 shutil.rmtree(path)
         return 0
-    saved = out / CONFIG_FILE
+    # a saved config is checked even when this run's methods are new to the folder: writing ours
+    # over another run's config would make that run refuse to resume
     if not saved.is_file():
         raise UserError(f"{out} already holds results of an earlier run ({earlier[0].name}); choose another "
                         "--out or pass overwrite=true to replace them")
