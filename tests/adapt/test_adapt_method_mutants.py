@@ -428,3 +428,16 @@ def test_maple_logits_are_scaled_cosines_of_its_two_prompted_towers(tiny_model):
         assert torch.allclose(image.norm(dim=-1), torch.ones(2), atol=1e-5)
         expected = tiny_model.logit_scale.exp() * image @ text.T
         assert torch.allclose(maple.logits(batch), expected, atol=1e-4)
+
+
+def test_the_methods_a_per_class_adapter_error_suggests_can_classify_other_classes(tiny_model):
+    """The hint lists real methods, each of which transfers to new class names by default."""
+    from vlkit.errors import UserError
+
+    probe = adapt.build_method("linear_probe", tiny_model, NAMES, None)
+    with pytest.raises(UserError) as e:
+        probe.transfer(["a", "b"])
+    named = re.search(r"\(([a-z_, ]+)\)$", str(e.value)).group(1).split(", ")
+    assert {"coop", "prograd", "pre", "biomedcoop", "promptsrc", "lora"} <= set(named)
+    for name in named:
+        assert adapt.build_method(name, tiny_model, NAMES, None).is_class_agnostic(), name

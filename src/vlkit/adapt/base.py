@@ -260,7 +260,8 @@ class Method(nn.Module):
             return self
         if not self.is_class_agnostic():
             raise UserError(f"method {self.name!r} learns per-class parameters, so it cannot classify other "
-                            "classes; use a prompt or adapter method (coop, cocoop, kgcoop, maple, lora, clip_adapter)")
+                            "classes; use a prompt or adapter method (coop, cocoop, kgcoop, prograd, pre, "
+                            "biomedcoop, maple, promptsrc, lora, clip_adapter)")
         other = type(self)(self.model, self.config, classnames, templates or self.templates)
         other.load_adapter(self.adapter_tensors())
         return other.to(self.logit_scale.device)
