@@ -40,9 +40,9 @@ from ..engine.distributed import pick_device
 from ..engine.lock import run_dir_lock
 from ..errors import UserError
 from ..grammar import merge_data_options
+from . import clip_benchmark_format
 from . import (  # noqa: F401  (importing registers the evaluators)
     calibration,
-    clip_benchmark_format,
     compositional,
     conformal,
     linear_probe,
